@@ -1,0 +1,99 @@
+# The sample golden image: a web server baked from the kiln base image by the golden_image role.
+# Built locally with the docker source; the amazon-ebs source is the same image for AWS.
+
+variable "version" {
+  type        = string
+  description = "Version name reserved by the kiln catalog; the image answers image/version on /version."
+}
+
+variable "image_name" {
+  type        = string
+  default     = "web"
+  description = "Catalog image name."
+}
+
+variable "base_image" {
+  type        = string
+  default     = "kiln/base:bookworm"
+  description = "Docker base image (made by scripts/setup with debootstrap)."
+}
+
+variable "repository" {
+  type        = string
+  default     = "kiln/web"
+  description = "Docker repository the image is tagged into."
+}
+
+variable "fault" {
+  type        = string
+  default     = ""
+  description = "Fault injection for roll-back tests: 'unhealthy' bakes an image whose /healthz answers 503."
+}
+
+variable "aws_region" {
+  type    = string
+  default = "eu-west-1"
+}
+
+variable "aws_source_ami" {
+  type        = string
+  default     = "ami-00000000000000000"
+  description = "Debian 12 AMI to start from (look it up per region)."
+}
+
+source "docker" "web" {
+  image  = var.base_image
+  pull   = false
+  commit = true
+  changes = [
+    "USER web",
+    "EXPOSE 8080",
+    "WORKDIR /srv/data",
+    "LABEL kiln.image=${var.image_name} kiln.version=${var.image_name}/${var.version}",
+    "ENTRYPOINT [\"nginx\", \"-e\", \"stderr\", \"-g\", \"daemon off;\"]",
+    "CMD []",
+  ]
+}
+
+source "amazon-ebs" "web" {
+  region        = var.aws_region
+  source_ami    = var.aws_source_ami
+  instance_type = "t3.micro"
+  ssh_username  = "admin"
+  ami_name      = "kiln-${var.image_name}-${var.version}"
+  tags = {
+    "kiln:image"   = var.image_name
+    "kiln:version" = "${var.image_name}/${var.version}"
+  }
+}
+
+build {
+  sources = ["source.docker.web", "source.amazon-ebs.web"]
+
+  provisioner "ansible" {
+    only          = ["docker.web"]
+    playbook_file = "${path.root}/playbook.yml"
+    extra_arguments = [
+      "--extra-vars", "ansible_host=${build.ID} ansible_connection=community.docker.docker",
+      "--extra-vars", "golden_image_version=${var.image_name}/${var.version} golden_image_fault=${var.fault}",
+    ]
+    ansible_env_vars = ["ANSIBLE_CONFIG=${path.root}/../../ansible.cfg"]
+  }
+
+  provisioner "ansible" {
+    only          = ["amazon-ebs.web"]
+    playbook_file = "${path.root}/playbook.yml"
+    user          = "admin"
+    extra_arguments = [
+      "--become",
+      "--extra-vars", "golden_image_version=${var.image_name}/${var.version} golden_image_fault=${var.fault}",
+    ]
+    ansible_env_vars = ["ANSIBLE_CONFIG=${path.root}/../../ansible.cfg"]
+  }
+
+  post-processor "docker-tag" {
+    only       = ["docker.web"]
+    repository = var.repository
+    tags       = [var.version]
+  }
+}
