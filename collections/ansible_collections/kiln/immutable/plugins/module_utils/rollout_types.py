@@ -1,0 +1,100 @@
+# Copyright: kiln developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The contract between the roll-out engine and what it drives: providers and load balancers.
+
+The engine (``rollout.py``) only ever talks to these two protocols, so a new provider (AWS launch
+templates and Auto Scaling groups) or load balancer plugs in without touching it.
+
+How backends are found (the module ``rolling_replace`` takes ``provider``/``provider_options`` and
+``load_balancer``/``load_balancer_options``; ``rollout_backends.py`` maps the names):
+
+- ``provider: docker`` -> ``provider_docker.DockerProvider(**provider_options)``
+- ``load_balancer: haproxy`` ->
+  ``loadbalancer_haproxy.HAProxyLoadBalancer(group=<group>, **load_balancer_options)``
+- ``load_balancer: none`` -> no load balancer (the engine's own null object).
+
+Both constructors take only plain keyword arguments (they come from inventory variables) and
+must not change anything: check mode builds them too.
+
+Optional hook: when a provider or load balancer has ``prepare(group: str) -> None``, the engine
+calls it once before the first change of a roll-out (never in check mode). It creates what the
+group needs (network, data volumes, the HAProxy container) and must be idempotent.
+
+Conventions both sides keep:
+
+- A load balancer server is named after ``Instance.name`` and reaches ``Instance.backend_address``.
+- ``LoadBalancer.servers()`` reports each server's administrative state as one of
+  ``SERVER_READY``, ``SERVER_DRAIN``, ``SERVER_MAINT`` (HAProxy's ``srv_admin_state`` mapped).
+- ``Provider.launch`` returns once the instance is started (not necessarily healthy: the engine
+  probes ``probe_address``). Launching into a slot mounts the slot's data volume, also while the
+  slot's old instance still runs (max surge), so volumes must allow two users at once.
+- ``Provider.terminate`` and ``LoadBalancer.remove`` are idempotent: an already gone instance or
+  server is not an error. Everything else raises ``KilnError`` (or a subclass) naming the
+  instance and the operation.
+- ``Provider.list_instances`` returns every instance of the group, including several in one slot
+  (after a crash mid-batch): the engine reconciles them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # the catalog's Version: image, name, ref, status, artifacts
+    from .catalog import Version
+
+SERVER_READY = "ready"
+SERVER_DRAIN = "drain"
+SERVER_MAINT = "maint"
+SERVER_STATES = (SERVER_READY, SERVER_DRAIN, SERVER_MAINT)
+
+
+@dataclass
+class Instance:
+    id: str  # provider id (container id)
+    name: str  # e.g. kiln-web-prod-3-<short>; also the load balancer's server name
+    group: str  # "web-prod"
+    slot: int  # 0..n-1; the slot owns a data volume that moves to the replacement
+    version: str  # catalog ref "web/7"
+    probe_address: str  # "127.0.0.1:49153": where kiln on the host probes it
+    backend_address: str  # "kiln-web-prod-3-ab12:8080": where the load balancer reaches it
+    started_at: float = 0.0  # epoch seconds
+    extra: dict[str, Any] = field(default_factory=dict)  # provider specific (image id, ports, ...)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Instance:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Starts and stops a group's instances: docker now; AWS launch templates / Auto Scaling groups later."""
+
+    def list_instances(self, group: str) -> list[Instance]: ...
+
+    def launch(self, group: str, slot: int, version: Version) -> Instance: ...
+
+    def terminate(self, instance: Instance) -> None: ...
+
+
+@runtime_checkable
+class LoadBalancer(Protocol):
+    """The group's load balancer; one per group."""
+
+    # added in maintenance (HAProxy `add server` starts in maint) until enable()
+    def add(self, instance: Instance) -> None: ...
+
+    def enable(self, instance: Instance) -> None: ...
+
+    def drain(self, instance: Instance) -> None: ...
+
+    def wait_drained(self, instance: Instance, timeout: float) -> None: ...  # until no sessions
+
+    def remove(self, instance: Instance) -> None: ...
+
+    def servers(self) -> dict[str, str]: ...  # server name -> SERVER_READY / SERVER_DRAIN / SERVER_MAINT
