@@ -1,0 +1,885 @@
+# Copyright: kiln developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The versioned image catalog: versions, channels, promotion, rollback, revocation, retention, audit.
+
+Everything a stage records or asks about a baked image goes through :class:`Catalog`::
+
+    catalog = Catalog(path)
+    name = catalog.reserve_version("web")          # "1", "2", ...; a failed build leaves a gap
+    catalog.register(Version(image="web", name=name, fingerprint=fp, artifacts={...}))
+    catalog.promote("staging", version="web/7", policy=Policy.load("inventories/local/policy.yml"))
+    catalog.rollback("web", "prod")
+
+Every change is one transaction that also appends an event to a hash-chained audit trail
+(:meth:`Catalog.verify` detects an edited or deleted event). Storage lives behind
+:class:`~.catalog_store.SqliteStore`; nothing here depends on SQLite itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .catalog_store import CatalogBusy, CatalogError, SqliteStore, Tx
+from .common import default_catalog_path
+
+__all__ = [
+    "Catalog",
+    "CatalogBusy",
+    "CatalogError",
+    "ChannelMove",
+    "PolicyRefused",
+    "PruneResult",
+    "Version",
+    "principal",
+    "resolve_catalog_path",
+]
+
+ACTIVE = "active"
+REVOKED = "revoked"
+EXPORT_FORMAT = "kiln-catalog/1"
+GENESIS = "0" * 64
+
+_NAME = re.compile(r"^[1-9][0-9]{0,17}$")
+_IDENT = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+class PolicyRefused(CatalogError):
+    """A promotion policy rule refused the move; ``details['rules']`` lists every failed rule."""
+
+
+def principal() -> str:
+    """Who is acting: ``$KILN_PRINCIPAL`` (a CI identity) when set, else the OS user."""
+    explicit = os.environ.get("KILN_PRINCIPAL")
+    if explicit:
+        return explicit
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        return f"uid:{os.getuid()}"
+
+
+def resolve_catalog_path(path: str | None = None) -> str:
+    """The module option ``catalog`` when given, else ``$KILN_CATALOG``, else the state folder's."""
+    return os.path.abspath(os.path.expanduser(path)) if path else default_catalog_path()
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str | float | int) -> float:
+    """An ISO 8601 time (``2026-01-31T12:00:00Z``) or epoch seconds, as epoch seconds."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise CatalogError(f"time {value!r} is not ISO 8601 (e.g. 2026-01-31T12:00:00Z)") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def _canonical(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def split_ref(ref: str, image: str | None = None) -> tuple[str, str]:
+    """``"web/7"`` -> ``("web", "7")``; a bare name needs ``image``. Errors name the ref."""
+    if not isinstance(ref, str) or not ref:
+        raise CatalogError(f"version reference {ref!r} is empty; expected image/name like web/7")
+    if "/" in ref:
+        img, _, name = ref.partition("/")
+        if image and img != image:
+            raise CatalogError(f"version {ref!r} belongs to image {img!r}, not {image!r}")
+    elif image:
+        img, name = image, ref
+    else:
+        raise CatalogError(f"version reference {ref!r} has no image; expected image/name like web/7")
+    check_ident("image", img)
+    if not _NAME.match(name):
+        raise CatalogError(f"version name {name!r} in {ref!r} is not a positive whole number")
+    return img, name
+
+
+def check_ident(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not _IDENT.match(value):
+        raise CatalogError(
+            f"{kind} name {value!r} is not valid: use lower-case letters, digits, '.', '_' and '-'"
+        )
+    return value
+
+
+@dataclass
+class Version:
+    """One successful build of an image, as recorded in the catalog."""
+
+    image: str
+    name: str
+    fingerprint: str
+    artifacts: dict = field(
+        default_factory=dict
+    )  # {"docker": {"image_id": "sha256:...", "tag": "kiln/web:7"}}
+    base: dict = field(default_factory=dict)  # {"ref": "kiln/base:bookworm", "id": "sha256:..."}
+    parent: str | None = None  # ref of the version this one was built from
+    inputs: dict = field(default_factory=dict)  # build input name -> hash (what diff compares)
+    git_commit: str | None = None
+    git_dirty: bool = False
+    packer_version: str | None = None
+    ansible_version: str | None = None
+    duration_s: float | None = None
+    log_path: str | None = None
+    created_at: str | None = None  # ISO 8601, UTC; set by register()
+    created_by: str | None = None  # principal; set by register() when empty
+    packages: dict = field(default_factory=dict)  # Debian package -> version, captured at build time
+    status: str = ACTIVE  # "active" or "revoked"
+    tests: list = field(default_factory=list)  # recorded test results, oldest first
+    revocation: dict | None = None  # {"reason", "at", "by", "scheduled"} while revoked or scheduled
+    flags: list = field(default_factory=list)  # computed: e.g. "parent-revoked:web/3"
+    extra: dict = field(default_factory=dict)  # anything else a stage wants kept with the version
+
+    @property
+    def ref(self) -> str:
+        return f"{self.image}/{self.name}"
+
+    @property
+    def revoked(self) -> bool:
+        return self.status == REVOKED
+
+    @property
+    def last_test(self) -> dict | None:
+        return self.tests[-1] if self.tests else None
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["ref"] = self.ref
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Version:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known - {"ref"})
+        if unknown:
+            raise CatalogError(f"version record has unknown fields: {', '.join(unknown)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# Fields that live in columns or in their own tables, not in the stored JSON document.
+_COLUMN_FIELDS = ("status", "tests", "revocation", "flags")
+
+
+@dataclass
+class ChannelMove:
+    """The outcome of promote, rollback or a fallback: what the channel pointed at before and after."""
+
+    image: str
+    channel: str
+    before: str | None
+    after: str | None
+    action: str  # promote | rollback | fallback
+    changed: bool
+    reason: str = ""
+    principal: str = ""
+    skipped: list = field(default_factory=list)  # revoked versions a rollback stepped over
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class PruneResult:
+    removed: list  # refs removed (or that would be, in check mode)
+    kept: dict  # ref -> why it is kept
+    images_removed: list = field(default_factory=list)  # docker tags removed
+    warnings: list = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.removed)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "changed": self.changed}
+
+
+class Catalog:
+    """The catalog in one file. Safe to use from several processes at once."""
+
+    def __init__(self, path: str | None = None, busy_timeout_s: float = 30.0, store: Any = None):
+        self.store = store or SqliteStore(resolve_catalog_path(path), busy_timeout_s=busy_timeout_s)
+        self.path = getattr(self.store, "path", None)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ versions
+
+    def reserve_version(self, image: str) -> str:
+        """The next version name for ``image``; never handed out twice, gaps are fine."""
+        check_ident("image", image)
+        with self.store.write() as tx:
+            row = tx.one("SELECT last FROM counters WHERE image=?", (image,))
+            last = (row[0] if row else 0) + 1
+            tx.run("INSERT OR REPLACE INTO counters (image, last) VALUES (?, ?)", (image, last))
+        return str(last)
+
+    def register(self, version: Version) -> Version:
+        """Record a successful build. The name must be unused (take it from :meth:`reserve_version`)."""
+        image, name = split_ref(version.name, version.image)
+        if not version.fingerprint or not isinstance(version.fingerprint, str):
+            raise CatalogError(f"version {image}/{name} has no fingerprint")
+        if version.parent:
+            split_ref(version.parent)
+        now = _now()
+        record = dataclasses.replace(
+            version,
+            image=image,
+            name=name,
+            created_at=version.created_at or _iso(now),
+            created_by=version.created_by or principal(),
+            status=ACTIVE,
+            tests=[],
+            revocation=None,
+            flags=[],
+        )
+        doc = self._doc(record)
+        with self.store.write() as tx:
+            self._apply_due_revocations(tx)
+            if tx.one("SELECT 1 FROM versions WHERE image=? AND seq=?", (image, int(name))):
+                raise CatalogError(f"version {record.ref} is already registered; reserve a new name")
+            tx.run(
+                "INSERT INTO versions (image, seq, name, fingerprint, status, revoke_at, parent, created_at,"
+                " doc)"
+                " VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+                (image, int(name), name, record.fingerprint, ACTIVE, record.parent, now, doc),
+            )
+            # Names from elsewhere (an import, a hand-registered build) move the counter past them.
+            tx.run(
+                "INSERT INTO counters (image, last) VALUES (?, ?) "
+                "ON CONFLICT(image) DO UPDATE SET last=max(last, excluded.last)",
+                (image, int(name)),
+            )
+            self._event(
+                tx, "register", record.ref, {"doc_sha256": _sha256(doc), "fingerprint": record.fingerprint}
+            )
+        return record
+
+    def get(self, ref: str, image: str | None = None) -> Version:
+        """The version ``ref`` ("web/7"); CatalogError naming it when unknown."""
+        img, name = split_ref(ref, image)
+        with self.store.read() as tx:
+            version = self._get(tx, img, name)
+        if version is None:
+            raise CatalogError(f"unknown version {img}/{name}" + self._hint_image(img))
+        return version
+
+    def find(self, ref: str) -> Version | None:
+        """Like :meth:`get` but None when there is no such version."""
+        img, name = split_ref(ref)
+        with self.store.read() as tx:
+            return self._get(tx, img, name)
+
+    def find_by_fingerprint(self, image: str, fingerprint: str) -> Version | None:
+        """The newest non-revoked version of ``image`` built from exactly these inputs."""
+        with self.store.read() as tx:
+            row = tx.one(
+                "SELECT seq FROM versions WHERE image=? AND fingerprint=? AND status=? "
+                "AND (revoke_at IS NULL OR revoke_at > ?) ORDER BY seq DESC LIMIT 1",
+                (image, fingerprint, ACTIVE, _now()),
+            )
+            return self._get(tx, image, str(row[0])) if row else None
+
+    def list_versions(
+        self, image: str, limit: int = 50, before: str | None = None, status: str | None = None
+    ) -> list[Version]:
+        """Versions of ``image``, newest first; ``before`` (a name or ref) gives the next page."""
+        if limit < 1:
+            raise CatalogError(f"limit must be at least 1, got {limit}")
+        seq = int(split_ref(before, image)[1]) if before else None
+        sql = "SELECT seq, name, status, revoke_at, doc FROM versions WHERE image=?"
+        params: list[Any] = [image]
+        if seq is not None:
+            sql += " AND seq < ?"
+            params.append(seq)
+        if status:
+            sql += " AND status=?"
+            params.append(status)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        params.append(limit)
+        with self.store.read() as tx:
+            rows = tx.all(sql, tuple(params))
+            return self._hydrate(tx, image, rows)
+
+    def images(self) -> list[str]:
+        with self.store.read() as tx:
+            rows = tx.all("SELECT image FROM counters UNION SELECT image FROM channels ORDER BY image")
+        return [r[0] for r in rows]
+
+    def record_test(
+        self,
+        ref: str,
+        passed: bool,
+        duration_s: float | None = None,
+        log_path: str | None = None,
+        details: dict | None = None,
+    ) -> dict:
+        """Append a test result to a version (the test stage calls this); returns the result."""
+        img, name = split_ref(ref)
+        result = {
+            "passed": bool(passed),
+            "duration_s": duration_s,
+            "log_path": log_path,
+            "details": details or {},
+            "principal": principal(),
+            "at": _iso(_now()),
+        }
+        with self.store.write() as tx:
+            self._require_version(tx, img, name)
+            tx.run(
+                "INSERT INTO tests (image, name, passed, duration_s, log_path, details, principal, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    img,
+                    name,
+                    int(result["passed"]),
+                    duration_s,
+                    log_path,
+                    _canonical(result["details"]),
+                    result["principal"],
+                    parse_time(result["at"]),
+                ),
+            )
+            self._event(tx, "test", f"{img}/{name}", {"passed": result["passed"], "duration_s": duration_s})
+        return result
+
+    # ------------------------------------------------------------------ channels
+
+    def channel_version(self, image: str, channel: str) -> Version | None:
+        """The version ``channel`` of ``image`` points at, or None (no such channel, or emptied)."""
+        with self.store.read() as tx:
+            row = tx.one("SELECT version FROM channels WHERE image=? AND channel=?", (image, channel))
+            due = row and row[0] and self._is_due(tx, row[0])
+            if not due:
+                return self._get(tx, *split_ref(row[0])) if row and row[0] else None
+        # The version it points at reached its scheduled revocation: apply it, then answer.
+        with self.store.write() as tx:
+            self._apply_due_revocations(tx)
+        return self.channel_version(image, channel)
+
+    def channels(self, image: str) -> dict[str, str | None]:
+        """Channel name -> the ref it points at, for one image."""
+        with self.store.write() as tx:
+            self._apply_due_revocations(tx)
+        with self.store.read() as tx:
+            rows = tx.all("SELECT channel, version FROM channels WHERE image=? ORDER BY channel", (image,))
+        return {channel: version for channel, version in rows}
+
+    def channel_history(
+        self, image: str, channel: str | None = None, limit: int = 50, before: int | None = None
+    ) -> list[dict]:
+        """Moves of a channel (or of every channel of ``image``), newest first: who, when, why, from, to."""
+        sql = (
+            "SELECT id, channel, version, previous, action, principal, reason, at FROM channel_history "
+            "WHERE image=?"
+        )
+        params: list[Any] = [image]
+        if channel:
+            sql += " AND channel=?"
+            params.append(channel)
+        if before is not None:
+            sql += " AND id < ?"
+            params.append(before)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        with self.store.read() as tx:
+            rows = tx.all(sql, tuple(params))
+        return [
+            {
+                "id": r[0],
+                "image": image,
+                "channel": r[1],
+                "version": r[2],
+                "previous": r[3],
+                "action": r[4],
+                "principal": r[5],
+                "reason": r[6],
+                "at": _iso(r[7]),
+            }
+            for r in rows
+        ]
+
+    def promote(
+        self,
+        channel: str,
+        version: str | None = None,
+        *,
+        image: str | None = None,
+        from_channel: str | None = None,
+        reason: str = "",
+        policy: Any = None,
+        check: bool = False,
+    ) -> ChannelMove:
+        """Point ``channel`` at ``version`` (a ref) or at what ``from_channel`` points at.
+
+        The policy (see :mod:`.policy`) is checked inside the same transaction as the move, so
+        no other writer can slip in between the check and the change. ``check`` computes the
+        outcome, including refusals, without changing anything.
+        """
+        if bool(version) == bool(from_channel):
+            raise CatalogError("promote needs exactly one of version (e.g. web/7) or from_channel")
+        if from_channel and not image:
+            raise CatalogError(f"promote from channel {from_channel!r} needs the image name")
+        check_ident("channel", channel)
+        who = principal()
+        with self.store.write() as tx:
+            self._apply_due_revocations(tx)
+            if from_channel:
+                img = check_ident("image", image)
+                check_ident("channel", from_channel)
+                row = tx.one("SELECT version FROM channels WHERE image=? AND channel=?", (img, from_channel))
+                if not row:
+                    raise CatalogError(
+                        f"unknown channel {from_channel!r} of image {img!r}" + self._known(tx, img)
+                    )
+                if not row[0]:
+                    raise CatalogError(f"channel {from_channel!r} of image {img!r} points at no version")
+                img, name = split_ref(row[0])
+            else:
+                img, name = split_ref(version, image)
+            target = self._require_version(tx, img, name)
+            if target.revoked:
+                raise CatalogError(
+                    f"version {target.ref} is revoked "
+                    f"({(target.revocation or {}).get('reason') or 'no reason'}); "
+                    "it cannot be promoted"
+                )
+            self._enforce_policy(tx, policy, target, channel, who)
+            current = self._current(tx, img, channel)
+            move = ChannelMove(
+                img, channel, current, target.ref, "promote", current != target.ref, reason, who
+            )
+            if move.changed and not check:
+                self._move(tx, move, back=self._current_entry(tx, img, channel))
+            return move
+
+    def rollback(
+        self,
+        image: str,
+        channel: str,
+        *,
+        to: str | None = None,
+        reason: str = "",
+        policy: Any = None,
+        check: bool = False,
+    ) -> ChannelMove:
+        """Point ``channel`` back at its previous assignment, or at ``to``, a version it had before.
+
+        Rolling back twice walks further back (not back and forth); revoked versions are stepped
+        over. Only the policy's principals rule applies: the versions were on the channel before.
+        """
+        check_ident("image", image)
+        check_ident("channel", channel)
+        who = principal()
+        with self.store.write() as tx:
+            self._apply_due_revocations(tx)
+            entry = self._current_entry(tx, image, channel)
+            if entry is None:
+                raise CatalogError(f"unknown channel {channel!r} of image {image!r}" + self._known(tx, image))
+            current = self._current(tx, image, channel)
+            skipped: list[str] = []
+            if to:
+                img, name = split_ref(to, image)
+                ref = f"{img}/{name}"
+                target_entry = tx.one(
+                    "SELECT id, version, back FROM channel_history WHERE image=? AND channel=? AND version=? "
+                    "ORDER BY id DESC LIMIT 1",
+                    (image, channel, ref),
+                )
+                if not target_entry:
+                    raise CatalogError(
+                        f"version {ref} was never on channel {channel!r} of image {image!r}; "
+                        "use promote to put it there"
+                    )
+                found = self._require_version(tx, img, name)
+                if found.revoked:
+                    raise CatalogError(
+                        f"version {ref} is revoked; cannot roll channel {channel!r} back to it"
+                    )
+            else:
+                target_entry = self._walk_back(tx, entry, current, skipped)
+                if target_entry is None:
+                    raise CatalogError(
+                        f"channel {channel!r} of image {image!r} has no earlier version to roll back to"
+                        + (f" (stepped over revoked {', '.join(skipped)})" if skipped else "")
+                    )
+            if policy is not None:
+                failures = policy.check_principal(image, channel, who)
+                if failures:
+                    raise PolicyRefused(
+                        f"rollback of channel {channel!r} refused: {'; '.join(failures)}", rules=failures
+                    )
+            after = target_entry[1]
+            move = ChannelMove(
+                image, channel, current, after, "rollback", after != current, reason, who, skipped
+            )
+            if move.changed and not check:
+                self._move(tx, move, back=target_entry[2])
+            return move
+
+    # ------------------------------------------------------------------ revocation
+
+    def revoke(
+        self,
+        ref: str,
+        reason: str,
+        *,
+        at: str | float | None = None,
+        fallback: bool = True,
+        check: bool = False,
+    ) -> dict:
+        """Revoke a version now or at ``at``; channels on it fall back to their last valid version.
+
+        Returns ``{"changed", "version", "scheduled", "moves": [ChannelMove...], "flagged": [refs]}``.
+        """
+        if not reason:
+            raise CatalogError(f"revoking {ref} needs a reason")
+        img, name = split_ref(ref)
+        when = parse_time(at) if at is not None else None
+        now = _now()
+        with self.store.write() as tx:
+            self._apply_due_revocations(tx)
+            version = self._require_version(tx, img, name)
+            scheduled = when is not None and when > now
+            out: dict[str, Any] = {"version": version.ref, "scheduled": scheduled, "moves": [], "flagged": []}
+            if version.revoked:
+                out["changed"] = False
+                return out
+            wanted = {"reason": reason, "by": principal(), "fallback": fallback}
+            if scheduled:
+                same = version.revocation and version.revocation.get("at") == _iso(when)
+                out["changed"] = not same
+                out["at"] = _iso(when)
+                if out["changed"] and not check:
+                    tx.run("UPDATE versions SET revoke_at=? WHERE image=? AND seq=?", (when, img, int(name)))
+                    self._set_revocation(tx, img, name, {**wanted, "at": _iso(when), "scheduled": True})
+                    self._event(tx, "schedule-revoke", version.ref, {"at": _iso(when), "reason": reason})
+                return out
+            out["changed"] = True
+            out["moves"] = self._revoke_now(tx, version, {**wanted, "at": _iso(now)}, fallback, check)
+            out["flagged"] = self._descendants(tx, version.ref)
+            return out
+
+    def restore(self, ref: str, *, check: bool = False) -> dict:
+        """Undo a revocation (or cancel a scheduled one). Channels that fell back stay where they are."""
+        img, name = split_ref(ref)
+        with self.store.write() as tx:
+            self._apply_due_revocations(tx)
+            version = self._require_version(tx, img, name)
+            changed = version.revoked or version.revocation is not None
+            if changed and not check:
+                tx.run(
+                    "UPDATE versions SET status=?, revoke_at=NULL WHERE image=? AND seq=?",
+                    (ACTIVE, img, int(name)),
+                )
+                self._set_revocation(tx, img, name, None)
+                self._event(tx, "restore", version.ref, {})
+            return {"changed": changed, "version": version.ref}
+
+    # ------------------------------------------------------------------ internals
+
+    def _doc(self, version: Version) -> str:
+        data = version.to_dict()
+        for key in (*_COLUMN_FIELDS, "ref"):
+            data.pop(key, None)
+        return _canonical(data)
+
+    def _get(self, tx: Tx, image: str, name: str) -> Version | None:
+        row = tx.one(
+            "SELECT seq, name, status, revoke_at, doc FROM versions WHERE image=? AND seq=?",
+            (image, int(name)),
+        )
+        if not row:
+            return None
+        return self._hydrate(tx, image, [row])[0]
+
+    def _hydrate(self, tx: Tx, image: str, rows: list[tuple]) -> list[Version]:
+        """Versions from rows, with their test results and flags, in a fixed number of queries."""
+        if not rows:
+            return []
+        names = [r[1] for r in rows]
+        marks = ",".join("?" * len(names))
+        tests: dict[str, list] = {n: [] for n in names}
+        for name, passed, duration_s, log_path, details, who, at in tx.all(
+            f"SELECT name, passed, duration_s, log_path, details, principal, at FROM tests "
+            f"WHERE image=? AND name IN ({marks}) ORDER BY id",
+            (image, *names),
+        ):
+            tests[name].append(
+                {
+                    "passed": bool(passed),
+                    "duration_s": duration_s,
+                    "log_path": log_path,
+                    "details": json.loads(details),
+                    "principal": who,
+                    "at": _iso(at),
+                }
+            )
+        out = []
+        for _seq, name, status, _revoke_at, doc in rows:
+            data = json.loads(doc)
+            revocation = data.pop("revocation_state", None)
+            version = Version.from_dict(
+                {**data, "status": status, "tests": tests[name], "revocation": revocation}
+            )
+            out.append(version)
+        self._flag_parents(tx, out)
+        return out
+
+    def _flag_parents(self, tx: Tx, versions: list[Version]) -> None:
+        """Flag versions built (directly or further up) on a revoked version."""
+        for version in versions:
+            seen: set[str] = set()
+            parent = version.parent
+            while parent and parent not in seen and len(seen) < 64:
+                seen.add(parent)
+                img, name = split_ref(parent)
+                row = tx.one("SELECT status, parent FROM versions WHERE image=? AND seq=?", (img, int(name)))
+                if not row:
+                    break
+                if row[0] == REVOKED:
+                    version.flags.append(f"parent-revoked:{parent}")
+                    break
+                parent = row[1]
+
+    def _descendants(self, tx: Tx, ref: str) -> list[str]:
+        """Refs of versions built on ``ref``, directly or further down (bounded)."""
+        found: list[str] = []
+        frontier = [ref]
+        while frontier and len(found) < 10_000:
+            rows = tx.all(
+                f"SELECT image, name FROM versions WHERE parent IN ({','.join('?' * len(frontier))})",
+                tuple(frontier),
+            )
+            frontier = [f"{i}/{n}" for i, n in rows if f"{i}/{n}" not in found]
+            found.extend(frontier)
+        return found
+
+    def _require_version(self, tx: Tx, image: str, name: str) -> Version:
+        version = self._get(tx, image, name)
+        if version is None:
+            raise CatalogError(f"unknown version {image}/{name}" + self._hint_image_tx(tx, image))
+        return version
+
+    def _hint_image(self, image: str) -> str:
+        with self.store.read() as tx:
+            return self._hint_image_tx(tx, image)
+
+    def _hint_image_tx(self, tx: Tx, image: str) -> str:
+        if tx.one("SELECT 1 FROM counters WHERE image=?", (image,)):
+            return ""
+        known = [r[0] for r in tx.all("SELECT image FROM counters ORDER BY image LIMIT 20")]
+        return f" (unknown image {image!r}; known images: {', '.join(known) or 'none'})"
+
+    def _known(self, tx: Tx, image: str) -> str:
+        rows = tx.all("SELECT channel FROM channels WHERE image=? ORDER BY channel", (image,))
+        return f"; known channels: {', '.join(r[0] for r in rows) or 'none'}"
+
+    def _current(self, tx: Tx, image: str, channel: str) -> str | None:
+        row = tx.one("SELECT version FROM channels WHERE image=? AND channel=?", (image, channel))
+        return row[0] if row else None
+
+    def _current_entry(self, tx: Tx, image: str, channel: str) -> tuple | None:
+        """The history entry that made the channel point where it points now: (id, version, back)."""
+        return tx.one(
+            "SELECT id, version, back FROM channel_history WHERE image=? AND channel=? "
+            "ORDER BY id DESC LIMIT 1",
+            (image, channel),
+        )
+
+    def _walk_back(self, tx: Tx, entry: tuple, current: str | None, skipped: list[str]) -> tuple | None:
+        """Follow ``back`` links from ``entry`` to the first assignment of a different, valid version."""
+        back = entry[2]
+        for _ in range(100_000):  # bounded: every link points at a strictly older entry
+            if back is None:
+                return None
+            candidate = tx.one("SELECT id, version, back FROM channel_history WHERE id=?", (back,))
+            if candidate is None:
+                return None
+            ref = candidate[1]
+            if ref and ref != current:
+                found = self._get(tx, *split_ref(ref))
+                if found is not None and not found.revoked:
+                    return candidate
+                skipped.append(ref)
+            back = candidate[2]
+        return None
+
+    def _move(self, tx: Tx, move: ChannelMove, back: Any) -> None:
+        now = _now()
+        back_id = back[0] if isinstance(back, tuple) else back
+        tx.run(
+            "INSERT INTO channels (image, channel, version, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(image, channel) DO UPDATE SET version=excluded.version, "
+            "updated_at=excluded.updated_at",
+            (move.image, move.channel, move.after, now),
+        )
+        tx.run(
+            "INSERT INTO channel_history (image, channel, version, previous, action, principal, reason, at,"
+            " back)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                move.image,
+                move.channel,
+                move.after,
+                move.before,
+                move.action,
+                move.principal,
+                move.reason,
+                now,
+                back_id,
+            ),
+        )
+        self._event(
+            tx,
+            move.action,
+            f"{move.image}@{move.channel}",
+            {"from": move.before, "to": move.after, "reason": move.reason},
+        )
+
+    def _enforce_policy(self, tx: Tx, policy: Any, version: Version, channel: str, who: str) -> None:
+        if policy is None:
+            return
+        seen = {
+            r[0]
+            for r in tx.all(
+                "SELECT DISTINCT channel FROM channel_history WHERE image=? AND version=?",
+                (version.image, version.ref),
+            )
+        }
+        failures = policy.check_promote(version, channel, who, channels_seen=seen)
+        if failures:
+            raise PolicyRefused(
+                f"promotion of {version.ref} to channel {channel!r} refused: {'; '.join(failures)}",
+                rules=failures,
+            )
+
+    def _set_revocation(self, tx: Tx, image: str, name: str, revocation: dict | None) -> None:
+        row = tx.one("SELECT doc FROM versions WHERE image=? AND seq=?", (image, int(name)))
+        data = json.loads(row[0])
+        if revocation is None:
+            data.pop("revocation_state", None)
+        else:
+            data["revocation_state"] = revocation
+        tx.run("UPDATE versions SET doc=? WHERE image=? AND seq=?", (_canonical(data), image, int(name)))
+
+    def _revoke_now(
+        self, tx: Tx, version: Version, revocation: dict, fallback: bool, check: bool
+    ) -> list[dict]:
+        img, name = version.image, version.name
+        channels = [
+            r[0]
+            for r in tx.all("SELECT channel FROM channels WHERE image=? AND version=?", (img, version.ref))
+        ]
+        if not check:
+            tx.run(
+                "UPDATE versions SET status=?, revoke_at=NULL WHERE image=? AND seq=?",
+                (REVOKED, img, int(name)),
+            )
+            self._set_revocation(tx, img, name, {**revocation, "scheduled": False})
+            self._event(tx, "revoke", version.ref, {"reason": revocation["reason"], "fallback": fallback})
+        moves = []
+        if not fallback:
+            return moves
+        for channel in channels:
+            entry = self._current_entry(tx, img, channel)
+            skipped: list[str] = []
+            target = self._walk_back(tx, entry, version.ref, skipped) if entry else None
+            move = ChannelMove(
+                img,
+                channel,
+                version.ref,
+                target[1] if target else None,
+                "fallback",
+                True,
+                f"{version.ref} revoked: {revocation['reason']}",
+                revocation["by"],
+                skipped,
+            )
+            if not check:
+                self._move(tx, move, back=target[2] if target else None)
+            moves.append(move.to_dict())
+        return moves
+
+    def _is_due(self, tx: Tx, ref: str) -> bool:
+        img, name = split_ref(ref)
+        row = tx.one("SELECT revoke_at FROM versions WHERE image=? AND seq=?", (img, int(name)))
+        return bool(row and row[0] is not None and row[0] <= _now())
+
+    def _apply_due_revocations(self, tx: Tx) -> None:
+        """Scheduled revocations whose time has come take effect inside the caller's transaction."""
+        for image, name in tx.all(
+            "SELECT image, name FROM versions WHERE revoke_at IS NOT NULL AND revoke_at <= ? "
+            "ORDER BY revoke_at",
+            (_now(),),
+        ):
+            version = self._get(tx, image, name)
+            planned = version.revocation or {}
+            self._revoke_now(
+                tx,
+                version,
+                {
+                    "reason": planned.get("reason", "scheduled"),
+                    "by": planned.get("by", principal()),
+                    "at": planned.get("at"),
+                },
+                planned.get("fallback", True),
+                check=False,
+            )
+
+    def _event(self, tx: Tx, action: str, subject: str, payload: dict) -> None:
+        """Append one event to the audit trail, chained by hash to the one before."""
+        head = tx.one("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1")
+        event_id, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+        at = _iso(_now())
+        who = principal()
+        body = _canonical(payload)
+        digest = event_hash(event_id, at, who, action, subject, body, prev)
+        tx.run(
+            "INSERT INTO events (id, at, principal, action, subject, payload, prev_hash, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (event_id, at, who, action, subject, body, prev, digest),
+        )
+        # The head is kept apart from the chain so that deleting the newest events shows too.
+        tx.run("INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?)", (f"{event_id}:{digest}",))
+
+
+def event_hash(event_id: int, at: str, who: str, action: str, subject: str, payload: str, prev: str) -> str:
+    return _sha256(_canonical([event_id, at, who, action, subject, payload, prev]))
