@@ -613,6 +613,201 @@ class Catalog:
                 self._event(tx, "restore", version.ref, {})
             return {"changed": changed, "version": version.ref}
 
+    # ------------------------------------------------------------------ removal and retention
+
+    def remove(self, ref: str, *, check: bool = False, running: set[str] | None = None) -> PruneResult:
+        """Remove one version and its Docker image; refused while a channel or an instance uses it."""
+        img, name = split_ref(ref)
+        with self.store.write() as tx:
+            version = self._require_version(tx, img, name)
+            using = [
+                r[0] for r in tx.all("SELECT channel FROM channels WHERE image=? AND version=?", (img, ref))
+            ]
+            if using:
+                raise CatalogError(f"version {ref} is on channel(s) {', '.join(using)}; move them first")
+            if version.ref in (running if running is not None else running_versions()):
+                raise CatalogError(f"version {ref} is run by an instance; roll it out of use first")
+            if not check:
+                self._delete(tx, version)
+        result = PruneResult(removed=[ref], kept={})
+        if not check:
+            self._remove_images([version], result)
+        return result
+
+    def prune(
+        self,
+        image: str | None = None,
+        *,
+        keep: int = 5,
+        history_depth: int = 3,
+        running: set[str] | None = None,
+        check: bool = False,
+        remove_images: bool = True,
+    ) -> PruneResult:
+        """Remove all but the newest ``keep`` versions of each image, and their Docker images.
+
+        Never removed: a version a channel points at, one of the last ``history_depth`` versions a
+        channel pointed at (so rollback keeps working), or one an instance runs (Docker containers
+        labelled ``kiln.version``; pass ``running`` to decide without Docker).
+        """
+        if keep < 0 or history_depth < 0:
+            raise CatalogError(f"keep ({keep}) and history_depth ({history_depth}) must be 0 or more")
+        with self.store.write() as tx:
+            self._apply_due_revocations(tx)
+            images = (
+                [check_ident("image", image)]
+                if image
+                else [r[0] for r in tx.all("SELECT image FROM counters")]
+            )
+            kept: dict[str, str] = {}
+            doomed: list[Version] = []
+            for img in images:
+                protected = self._protected(tx, img, history_depth)
+                rows = tx.all(
+                    "SELECT seq, name, status, revoke_at, doc FROM versions WHERE image=? ORDER BY seq DESC",
+                    (img,),
+                )
+                for index, row in enumerate(rows):
+                    ref = f"{img}/{row[1]}"
+                    if index < keep:
+                        kept[ref] = f"one of the newest {keep}"
+                    elif ref in protected:
+                        kept[ref] = protected[ref]
+                    else:
+                        doomed.extend(self._hydrate(tx, img, [row]))
+            if doomed:
+                # Ask Docker only when something could go: a stopped engine must not block a no-op.
+                in_use = running if running is not None else running_versions()
+                for version in list(doomed):
+                    if version.ref in in_use:
+                        kept[version.ref] = "run by an instance"
+                        doomed.remove(version)
+            if not check:
+                for version in doomed:
+                    self._delete(tx, version)
+        result = PruneResult(removed=[v.ref for v in doomed], kept=kept)
+        if doomed and not check and remove_images:
+            self._remove_images(doomed, result)
+        return result
+
+    def _protected(self, tx: Tx, image: str, history_depth: int) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for channel, ref in tx.all("SELECT channel, version FROM channels WHERE image=?", (image,)):
+            if ref:
+                out[ref] = f"channel {channel} points at it"
+            if history_depth:
+                for (old,) in tx.all(
+                    "SELECT version FROM channel_history WHERE image=? AND channel=? AND version IS NOT NULL "
+                    "ORDER BY id DESC LIMIT ?",
+                    (image, channel, history_depth + 1),
+                ):
+                    out.setdefault(old, f"in the recent history of channel {channel}")
+        return out
+
+    def _delete(self, tx: Tx, version: Version) -> None:
+        img, name = version.image, version.name
+        tx.run("DELETE FROM versions WHERE image=? AND seq=?", (img, int(name)))
+        tx.run("DELETE FROM tests WHERE image=? AND name=?", (img, name))
+        # The event keeps the whole record, so the audit trail still says what was removed.
+        self._event(tx, "remove", version.ref, {"version": version.to_dict()})
+
+    def _remove_images(self, versions: list[Version], result: PruneResult) -> None:
+        """Untag each version's Docker image; Docker deletes it once no tag or container needs it."""
+        wanted = [(v.ref, (v.artifacts or {}).get("docker") or {}) for v in versions]
+        wanted = [(ref, docker) for ref, docker in wanted if docker.get("tag") or docker.get("image_id")]
+        if not wanted:
+            return
+        try:
+            from .docker_engine import client
+
+            images = client().images
+            import docker.errors
+        except Exception as exc:  # no SDK or no engine: the catalog part is done, say what is left
+            result.warnings.append(f"Docker images not removed ({exc}): {', '.join(r for r, _ in wanted)}")
+            return
+        for ref, docker in wanted:
+            try:
+                target = images.get(docker.get("tag") or docker["image_id"])
+                if docker.get("image_id") and target.id != docker["image_id"]:
+                    result.warnings.append(
+                        f"{ref}: tag {docker.get('tag')} now names another image; left alone"
+                    )
+                    continue
+                if docker.get("tag"):
+                    images.remove(docker["tag"])
+                    result.images_removed.append(docker["tag"])
+                elif not target.tags:
+                    images.remove(docker["image_id"])
+                    result.images_removed.append(docker["image_id"])
+            except docker.errors.ImageNotFound:
+                continue
+            except docker.errors.APIError as exc:
+                result.warnings.append(f"{ref}: Docker image not removed: {exc.explanation or exc}")
+
+    # ------------------------------------------------------------------ audit, export, import
+
+    def events(self, limit: int = 50, before: int | None = None, subject: str | None = None) -> list[dict]:
+        """Audit events, newest first."""
+        sql = "SELECT id, at, principal, action, subject, payload, prev_hash, hash FROM events WHERE 1=1"
+        params: list[Any] = []
+        if subject:
+            sql += " AND subject=?"
+            params.append(subject)
+        if before is not None:
+            sql += " AND id < ?"
+            params.append(before)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        with self.store.read() as tx:
+            return [_event_dict(row) for row in tx.all(sql, tuple(params))]
+
+    def verify(self) -> dict:
+        """Check the audit trail: every hash, every link, the head, and that the state agrees with it.
+
+        Returns ``{"ok", "events", "head", "problems": [...]}``; an edited, inserted or deleted
+        event (or a row changed behind kiln's back) is named in ``problems``.
+        """
+        with self.store.read() as tx:
+            return _verify(tx)
+
+    def export(self) -> dict:
+        """The whole catalog as one JSON-ready document (stable order, for review and for git)."""
+        with self.store.read() as tx:
+            doc: dict[str, Any] = {"format": EXPORT_FORMAT}
+            for table, columns, order in _EXPORT_TABLES:
+                rows = tx.all(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}")
+                doc[table] = [_export_row(table, dict(zip(columns, row, strict=True))) for row in rows]
+            doc["head"] = (tx.one("SELECT value FROM meta WHERE key='head'") or [None])[0]
+        return doc
+
+    def import_(self, doc: dict) -> dict:
+        """Load an export into this (empty) catalog; the audit trail must verify or nothing is kept."""
+        if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
+            raise CatalogError(f"not a kiln catalog export (expected format {EXPORT_FORMAT!r})")
+        with self.store.write() as tx:
+            if tx.one("SELECT 1 FROM events LIMIT 1") or tx.one("SELECT 1 FROM counters LIMIT 1"):
+                raise CatalogError(f"catalog {self.path} is not empty; import into a new catalog file")
+            for table, columns, _order in _EXPORT_TABLES:
+                for index, row in enumerate(doc.get(table) or []):
+                    missing = [c for c in columns if c not in row]
+                    if missing:
+                        raise CatalogError(f"export {table}[{index}] lacks {', '.join(missing)}")
+                    values = _import_row(table, row)
+                    tx.run(
+                        f"INSERT INTO {table} ({', '.join(columns)}) "
+                        f"VALUES ({', '.join('?' * len(columns))})",
+                        tuple(values[c] for c in columns),
+                    )
+            if doc.get("head"):
+                tx.run("INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?)", (doc["head"],))
+            report = _verify(tx)
+            if not report["ok"]:
+                raise CatalogError(
+                    "export does not verify, nothing imported: " + "; ".join(report["problems"][:5]),
+                    problems=report["problems"],
+                )
+        return report
+
     # ------------------------------------------------------------------ internals
 
     def _doc(self, version: Version) -> str:
@@ -881,5 +1076,151 @@ class Catalog:
         tx.run("INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?)", (f"{event_id}:{digest}",))
 
 
+def running_versions() -> set[str]:
+    """Refs that instances run: the ``kiln.version`` label of every container, running or stopped.
+
+    Retention asks this before removing anything; an unreachable Docker engine is an error here,
+    since pruning blind could remove an image an instance still needs.
+    """
+    from .docker_engine import DockerUnavailable, client
+
+    try:
+        containers = client().containers.list(all=True, filters={"label": "kiln.version"})
+    except DockerUnavailable as exc:
+        raise CatalogError(
+            f"cannot tell which versions instances run, so nothing is pruned: {exc.msg}"
+        ) from exc
+    return {c.labels["kiln.version"] for c in containers if c.labels.get("kiln.version")}
+
+
 def event_hash(event_id: int, at: str, who: str, action: str, subject: str, payload: str, prev: str) -> str:
     return _sha256(_canonical([event_id, at, who, action, subject, payload, prev]))
+
+
+# Table, columns, order: what export writes and import reads back, row for row.
+_EXPORT_TABLES = (
+    ("counters", ("image", "last"), "image"),
+    (
+        "versions",
+        ("image", "seq", "name", "fingerprint", "status", "revoke_at", "parent", "created_at", "doc"),
+        "image, seq",
+    ),
+    ("channels", ("image", "channel", "version", "updated_at"), "image, channel"),
+    (
+        "channel_history",
+        ("id", "image", "channel", "version", "previous", "action", "principal", "reason", "at", "back"),
+        "id",
+    ),
+    (
+        "tests",
+        ("id", "image", "name", "passed", "duration_s", "log_path", "details", "principal", "at"),
+        "id",
+    ),
+    ("events", ("id", "at", "principal", "action", "subject", "payload", "prev_hash", "hash"), "id"),
+)
+# JSON columns are exported as objects so that the file reads (and diffs) well.
+_JSON_COLUMNS = {"versions": "doc", "tests": "details"}
+
+
+def _export_row(table: str, row: dict) -> dict:
+    column = _JSON_COLUMNS.get(table)
+    if column:
+        row[column] = json.loads(row[column])
+    return row
+
+
+def _import_row(table: str, row: dict) -> dict:
+    column = _JSON_COLUMNS.get(table)
+    if column and not isinstance(row[column], str):
+        row = {**row, column: _canonical(row[column])}
+    return row
+
+
+def _event_dict(row: tuple) -> dict:
+    event_id, at, who, action, subject, payload, prev, digest = row
+    return {
+        "id": event_id,
+        "at": at,
+        "principal": who,
+        "action": action,
+        "subject": subject,
+        "payload": json.loads(payload),
+        "prev_hash": prev,
+        "hash": digest,
+    }
+
+
+def _verify(tx: Tx) -> dict:
+    problems: list[str] = []
+    prev, expected = GENESIS, 1
+    registered: dict[str, str] = {}  # ref -> doc sha256 at registration, for versions still present
+    status: dict[str, str] = {}
+    moves: dict[str, list] = {}  # "image@channel" -> [to, ...]
+    for row in tx.all(
+        "SELECT id, at, principal, action, subject, payload, prev_hash, hash FROM events ORDER BY id"
+    ):
+        event_id, at, who, action, subject, payload, prev_hash, digest = row
+        if event_id != expected:
+            problems.append(f"events {expected}..{event_id - 1} are missing (deleted)")
+        if prev_hash != prev:
+            problems.append(
+                f"event {event_id} does not link to the event before it (one was deleted or edited)"
+            )
+        if event_hash(event_id, at, who, action, subject, payload, prev_hash) != digest:
+            problems.append(f"event {event_id} ({action} {subject}) was edited: its hash does not match")
+        prev, expected = digest, event_id + 1
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            problems.append(f"event {event_id} has a payload that is not JSON")
+            continue
+        if action == "register":
+            registered[subject] = data.get("doc_sha256", "")
+            status[subject] = ACTIVE
+        elif action == "remove":
+            registered.pop(subject, None)
+            status.pop(subject, None)
+        elif action == "revoke":
+            status[subject] = REVOKED
+        elif action == "restore":
+            status[subject] = ACTIVE
+        elif action in ("promote", "rollback", "fallback"):
+            moves.setdefault(subject, []).append(data.get("to"))
+    head = tx.one("SELECT value FROM meta WHERE key='head'")
+    last = f"{expected - 1}:{prev}" if expected > 1 else None
+    if (head[0] if head else None) != last:
+        problems.append(
+            f"the newest events were deleted: the head says {head[0] if head else None}, "
+            f"the trail ends at {last}"
+        )
+    for image, name, state, doc in tx.all("SELECT image, name, status, doc FROM versions"):
+        ref = f"{image}/{name}"
+        data = json.loads(doc)
+        data.pop("revocation_state", None)
+        if ref not in registered:
+            problems.append(f"version {ref} has no register event (added outside kiln?)")
+        elif registered[ref] != _sha256(_canonical(data)):
+            problems.append(f"version {ref} was edited after it was registered")
+        elif status.get(ref) != state:
+            problems.append(f"version {ref} is {state} but the trail says {status.get(ref)}")
+    for ref in set(registered) - {f"{i}/{n}" for i, n in tx.all("SELECT image, name FROM versions")}:
+        problems.append(f"version {ref} was deleted without a remove event")
+    history_counts = {
+        f"{image}@{channel}": count
+        for image, channel, count in tx.all(
+            "SELECT image, channel, count(*) FROM channel_history GROUP BY image, channel"
+        )
+    }
+    for image, channel, version in tx.all("SELECT image, channel, version FROM channels"):
+        subject = f"{image}@{channel}"
+        trail = moves.get(subject) or []
+        if not trail or trail[-1] != version:
+            problems.append(
+                f"channel {subject} points at {version} but the trail says {trail[-1] if trail else None}"
+            )
+        if history_counts.get(subject, 0) != len(trail):
+            problems.append(
+                f"channel {subject} has {history_counts.get(subject, 0)} history entries; "
+                f"the trail has {len(trail)}"
+            )
+    return {"ok": not problems, "events": expected - 1, "head": last, "problems": problems}
