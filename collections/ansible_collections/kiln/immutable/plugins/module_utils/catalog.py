@@ -251,6 +251,12 @@ class Catalog:
             tx.run("INSERT OR REPLACE INTO counters (image, last) VALUES (?, ?)", (image, last))
         return str(last)
 
+    def next_version_name(self, image: str) -> str:
+        """The name :meth:`reserve_version` would hand out now, without reserving it (check mode)."""
+        with self.store.read() as tx:
+            row = tx.one("SELECT last FROM counters WHERE image=?", (check_ident("image", image),))
+        return str((row[0] if row else 0) + 1)
+
     def register(self, version: Version) -> Version:
         """Record a successful build. The name must be unused (take it from :meth:`reserve_version`)."""
         image, name = split_ref(version.name, version.image)
@@ -390,14 +396,12 @@ class Catalog:
             if not due:
                 return self._get(tx, *split_ref(row[0])) if row and row[0] else None
         # The version it points at reached its scheduled revocation: apply it, then answer.
-        with self.store.write() as tx:
-            self._apply_due_revocations(tx)
+        self._settle()
         return self.channel_version(image, channel)
 
     def channels(self, image: str) -> dict[str, str | None]:
         """Channel name -> the ref it points at, for one image."""
-        with self.store.write() as tx:
-            self._apply_due_revocations(tx)
+        self._settle()
         with self.store.read() as tx:
             rows = tx.all("SELECT channel, version FROM channels WHERE image=? ORDER BY channel", (image,))
         return {channel: version for channel, version in rows}
@@ -1037,6 +1041,16 @@ class Catalog:
         img, name = split_ref(ref)
         row = tx.one("SELECT revoke_at FROM versions WHERE image=? AND seq=?", (img, int(name)))
         return bool(row and row[0] is not None and row[0] <= _now())
+
+    def _settle(self) -> None:
+        """Apply scheduled revocations that are due; takes the write lock only when there are some."""
+        with self.store.read() as tx:
+            due = tx.one(
+                "SELECT 1 FROM versions WHERE revoke_at IS NOT NULL AND revoke_at <= ? LIMIT 1", (_now(),)
+            )
+        if due:
+            with self.store.write() as tx:
+                self._apply_due_revocations(tx)
 
     def _apply_due_revocations(self, tx: Tx) -> None:
         """Scheduled revocations whose time has come take effect inside the caller's transaction."""
