@@ -23,7 +23,9 @@ def _env(c) -> dict:
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "KILN_STATE_DIR": str(state),
-        "KILN_CATALOG": str(Path(c.kiln.catalog).resolve() if c.kiln.catalog else state / "catalog.db"),
+        "KILN_CATALOG": str(
+            Path(c.kiln.catalog or os.environ.get("KILN_CATALOG") or state / "catalog.db").resolve()
+        ),
         "KILN_ROOT": str(ROOT),
     }
 
@@ -67,7 +69,190 @@ def build(c, image=None, force=False, var=None):
     _playbook(c, "build", extra)
 
 
+# --- catalog: promote, revoke, diff, prune, history, verify, export/import ---------------------------
+
+
+def _catalog(c):
+    """The catalog the stages use, opened in-process for the read-only and file tasks."""
+    import sys
+
+    if str(ROOT / "collections") not in sys.path:
+        sys.path.insert(0, str(ROOT / "collections"))
+    from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog, CatalogError
+
+    try:
+        return Catalog(_env(c)["KILN_CATALOG"])
+    except CatalogError as exc:
+        raise Exit(f"kiln: {exc}") from exc
+
+
+def _catalog_call(c, fn):
+    """Run ``fn(catalog)``, turning a catalog error into a clean exit with its message."""
+    catalog = _catalog(c)
+    from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError
+
+    try:
+        return fn(catalog)
+    except KilnError as exc:
+        raise Exit(f"kiln: {exc}") from exc
+    finally:
+        catalog.close()
+
+
+def _run_playbook(c, name: str, extra: dict, check: bool = False) -> None:
+    """Run a catalog playbook; a refusal ends the task with Ansible's message already printed."""
+    result = _playbook(c, name, {k: v for k, v in extra.items() if v is not None}, check=check, warn=True)
+    if result.failed:
+        raise Exit(f"kiln: {name} failed (see the task output above)", code=result.exited or 1)
+
+
+@task(
+    help={
+        "version": "the version to promote, e.g. web/7",
+        "channel": "the channel to move, e.g. staging (same as --to)",
+        "to": "the channel to move (with --from)",
+        "from": "promote what this channel points at, e.g. --from staging --to prod",
+        "image": "the image, with --from (default: the configured image, web)",
+        "reason": "why; kept in the channel history",
+        "check": "say what would happen (including policy refusals) without changing anything",
+    }
+)
+def promote(c, version=None, channel=None, to=None, from_=None, image=None, reason="", check=False):
+    """Point a channel at a version, or at what another channel points at, if the policy allows."""
+    target = channel or to
+    if not target or bool(version) == bool(from_):
+        raise Exit("promote needs --channel (or --to) and exactly one of --version or --from")
+    extra = {
+        "kiln_channel": target,
+        "kiln_version": version,
+        "kiln_from_channel": from_,
+        "kiln_image": (image or c.kiln.image) if from_ else image,
+        "kiln_reason": reason,
+    }
+    _run_playbook(c, "promote", extra, check=check)
+
+
+@task(
+    help={
+        "version": "the version to revoke, e.g. web/6",
+        "reason": "why (required to revoke), e.g. a CVE id",
+        "at": "revoke at this time (ISO 8601, e.g. 2026-12-31T23:59:59Z) instead of now",
+        "no-fallback": "leave channels that point at the version where they are",
+        "restore": "undo the revocation (or cancel a scheduled one)",
+    }
+)
+def revoke(c, version, reason=None, at=None, no_fallback=False, restore=False):
+    """Revoke a version: it can no longer be promoted or rolled out; channels on it fall back."""
+    if not restore and not reason:
+        raise Exit("revoke needs --reason")
+    extra = {
+        "kiln_version": version,
+        "kiln_reason": reason,
+        "kiln_revoke_at": at,
+        "kiln_fallback": not no_fallback,
+        "kiln_restore": restore,
+    }
+    _run_playbook(c, "revoke", extra)
+
+
+@task(
+    positional=["old", "new"],
+    help={"old": "the older version, e.g. web/6", "new": "the newer one, e.g. web/7", "json": "print JSON"},
+)
+def diff(c, old, new, json=False):
+    """Show packages added, removed and upgraded, and build inputs changed, between two versions."""
+    import json as jsonlib
+
+    def compare(catalog):
+        from ansible_collections.kiln.immutable.plugins.module_utils import catalog_diff
+
+        found = catalog_diff.diff_versions(catalog.get(old), catalog.get(new))
+        return jsonlib.dumps(found, indent=2) if json else catalog_diff.format_diff(found)
+
+    print(_catalog_call(c, compare))
+
+
+@task(
+    help={
+        "keep": "how many of the newest versions of each image to keep (default 5)",
+        "image": "prune only this image (default: every image)",
+        "dry-run": "list what would be removed and why the rest stays, without removing anything",
+    }
+)
+def prune(c, keep=5, image=None, dry_run=False):
+    """Remove old versions and their Docker images; never what a channel or an instance uses."""
+    _run_playbook(c, "prune", {"kiln_keep": int(keep), "kiln_image": image}, check=dry_run)
+
+
+@task(
+    help={
+        "image": "the image (default: the configured image, web)",
+        "channel": "only this channel (default: every channel of the image)",
+        "limit": "how many moves to show (default 20)",
+    }
+)
+def history(c, image=None, channel=None, limit=20):
+    """Show the moves of an image's channels: when, who, from which version to which, and why."""
+    image = image or c.kiln.image
+
+    def show(catalog):
+        current = catalog.channels(image)
+        if channel and channel not in current:
+            known = ", ".join(current) or "none"
+            raise Exit(f"kiln: unknown channel {channel!r} of image {image!r}; known: {known}")
+        for name, ref in current.items():
+            print(f"{image}@{name} -> {ref or '(none)'}")
+        for move in catalog.channel_history(image, channel, limit=int(limit)):
+            print(
+                f"{move['at']}  {move['channel']:<8} {move['action']:<8} {move['previous'] or '-'} -> "
+                f"{move['version'] or '-'}  by {move['principal']}"
+                + (f": {move['reason']}" if move["reason"] else "")
+            )
+
+    _catalog_call(c, show)
+
+
+@task
+def catalog_verify(c):
+    """Check the catalog's audit trail; an edited or deleted event, or a row changed outside kiln, fails."""
+    report = _catalog_call(c, lambda catalog: catalog.verify())
+    if not report["ok"]:
+        raise Exit("kiln: the catalog does not verify:\n  " + "\n  ".join(report["problems"]))
+    print(f"catalog verified: {report['events']} events, head {report['head']}")
+
+
+@task(help={"output": "the file to write (default: catalog.json; '-' for standard output)"})
+def catalog_export(c, output="catalog.json"):
+    """Write the whole catalog as JSON, for review or to keep in git."""
+    import json
+
+    doc = _catalog_call(c, lambda catalog: catalog.export())
+    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    if output == "-":
+        print(text, end="")
+        return
+    tmp = Path(f"{output}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(output)  # never a half-written export
+    print(f"exported {len(doc['versions'])} versions and {len(doc['events'])} events to {output}")
+
+
+@task(help={"input": "the export to load (default: catalog.json)"})
+def catalog_import(c, input="catalog.json"):
+    """Load an export into an empty catalog; it must verify, or nothing is imported."""
+    import json
+
+    try:
+        doc = json.loads(Path(input).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise Exit(f"kiln: cannot read the export {input}: {exc}") from exc
+    report = _catalog_call(c, lambda catalog: catalog.import_(doc))
+    print(f"imported {report['events']} events into {_env(c)['KILN_CATALOG']} (head {report['head']})")
+
+
 ns = Collection(build)
+for _catalog_task in (promote, revoke, diff, prune, history, catalog_verify, catalog_export, catalog_import):
+    ns.add_task(_catalog_task)
 ns.configure(
     {
         "kiln": {
