@@ -30,6 +30,7 @@ from typing import Any
 
 from .catalog_store import CatalogBusy, CatalogError, SqliteStore, Tx
 from .common import default_catalog_path
+from .policy import PolicyRefused
 
 __all__ = [
     "Catalog",
@@ -50,10 +51,6 @@ GENESIS = "0" * 64
 
 _NAME = re.compile(r"^[1-9][0-9]{0,17}$")
 _IDENT = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-
-
-class PolicyRefused(CatalogError):
-    """A promotion policy rule refused the move; ``details['rules']`` lists every failed rule."""
 
 
 def principal() -> str:

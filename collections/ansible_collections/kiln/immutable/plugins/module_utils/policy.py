@@ -36,6 +36,10 @@ class PolicyError(CatalogError):
     """The policy file itself is wrong: names the file and the key or line."""
 
 
+class PolicyRefused(CatalogError):
+    """A policy rule refused a move; ``details['rules']`` lists every failed rule."""
+
+
 @dataclass
 class ChannelRule:
     principals: list[str] = field(default_factory=lambda: ["*"])
@@ -87,10 +91,11 @@ class Policy:
     def rule(self, image: str, channel: str) -> ChannelRule:
         rules = self.rules_for(image)
         if channel not in rules:
-            raise PolicyError(
+            msg = (
                 f"channel {channel!r} of image {image!r} is not in the promotion policy {self.source} "
                 f"(known channels: {', '.join(rules) or 'none'})"
             )
+            raise PolicyRefused(msg, rules=[msg])
         return rules[channel]
 
     def check_principal(self, image: str, channel: str, principal: str) -> list[str]:
