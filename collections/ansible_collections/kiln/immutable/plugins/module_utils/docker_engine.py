@@ -44,3 +44,57 @@ def image_id(ref: str) -> str | None:
         return client().images.get(ref).id
     except docker.errors.ImageNotFound:
         return None
+
+
+def ensure_network(name: str, labels: dict[str, str]) -> bool:
+    """Create the bridge network ``name`` unless it exists; True when it was created."""
+    import docker.errors
+
+    engine = client()
+    if engine.networks.list(names=[name]):
+        return False
+    try:
+        engine.networks.create(name, driver="bridge", labels=labels, check_duplicate=True)
+    except docker.errors.APIError as exc:
+        if engine.networks.list(names=[name]):  # created by a concurrent caller
+            return False
+        raise KilnError(f"cannot create docker network {name}: {exc}") from exc
+    return True
+
+
+def ensure_volume(name: str, labels: dict[str, str]) -> bool:
+    """Create the named volume unless it exists; True when it was created."""
+    import docker.errors
+
+    engine = client()
+    try:
+        engine.volumes.get(name)
+        return False
+    except docker.errors.NotFound:
+        pass
+    try:
+        engine.volumes.create(name, labels=labels)  # idempotent on the engine side
+    except docker.errors.APIError as exc:
+        raise KilnError(f"cannot create docker volume {name}: {exc}") from exc
+    return True
+
+
+def remove_container(name_or_id: str, stop_timeout: int = 5) -> bool:
+    """Stop and remove a container; True when there was one. A container already gone is not an error."""
+    import docker.errors
+
+    try:
+        container = client().containers.get(name_or_id)
+    except docker.errors.NotFound:
+        return False
+    try:
+        if container.status in ("running", "restarting", "paused"):
+            container.stop(timeout=stop_timeout)
+        container.remove(v=False, force=True)
+    except docker.errors.NotFound:
+        return False
+    except docker.errors.APIError as exc:
+        if "already in progress" in str(exc) or "No such container" in str(exc):
+            return True
+        raise KilnError(f"cannot remove container {name_or_id}: {exc}") from exc
+    return True
