@@ -71,16 +71,16 @@ class TestOutcome:
         return {"scenario": self.scenario, "check": self.check, "msg": self.msg, "rc": self.rc}
 
     def summary(self) -> str:
-        verdict = "passed" if self.passed else "FAILED"
-        text = f"{self.ref} {verdict} scenario {self.scenario!r}"
-        if not self.passed and self.check:
-            text += f": check failed: {self.check}"
-        if not self.passed and self.msg:
-            text += f": {self.msg}"
+        text = f"{self.ref} {'passed' if self.passed else 'FAILED'} scenario {self.scenario!r}"
         if self.skipped:
-            text += f" (result recorded at {self.recorded_at}; not run again)"
+            text += f" (recorded at {self.recorded_at}; not run again)"
         elif self.log_path:
-            text += f" in {self.duration_s:.1f}s (log: {self.log_path})"
+            text += f" in {self.duration_s:.1f}s"
+        if not self.passed:
+            text += f": check failed: {self.check}" if self.check else ""
+            text += f": {self.msg}" if self.msg else ""
+        if self.log_path:
+            text += f" (log: {self.log_path})"
         return text
 
     def to_dict(self) -> dict:
@@ -227,8 +227,7 @@ def run_molecule(
             start_new_session=True,
         )
         try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
+            for line in proc.stdout or ():
                 log.write(line)
                 lines.append(line.rstrip("\n"))
                 if on_line:
