@@ -31,7 +31,7 @@ source "docker" "lb" {
   changes = [
     "EXPOSE 8080",
     "LABEL kiln.image=${var.image_name} kiln.version=${var.image_name}/${var.version}",
-    "ENTRYPOINT [\"haproxy\", \"-db\", \"-W\", \"-f\", \"/etc/kiln/haproxy.cfg\"]",
+    "ENTRYPOINT [\"haproxy\", \"-db\", \"-f\", \"/run/kiln/haproxy.cfg\"]",
     "CMD []",
   ]
 }

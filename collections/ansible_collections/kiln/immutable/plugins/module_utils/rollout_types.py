@@ -20,6 +20,15 @@ Optional hook: when a provider or load balancer has ``prepare(group: str) -> Non
 calls it once before the first change of a roll-out (never in check mode). It creates what the
 group needs (network, data volumes, the HAProxy container) and must be idempotent.
 
+Where the settings come from (inventories/local): each group of instances is an inventory host
+in the Ansible group ``kiln_groups`` (``web-staging``, ``web-prod``; ``inventory_hostname`` is the
+kiln group), with ``kiln_group_image``, ``kiln_group_channel``, ``kiln_group_size``,
+``kiln_group_provider`` + ``kiln_group_provider_options``, ``kiln_group_load_balancer`` +
+``kiln_group_load_balancer_options``, ``kiln_group_rollout`` (rolling_replace options: batch_size,
+max_surge, ...) and ``kiln_group_health`` (HealthCheck fields). ``kiln.immutable.docker_group``
+creates (``invoke up``) and removes (``invoke down``) a group's network, load balancer, instances
+and data volumes.
+
 Conventions both sides keep:
 
 - A load balancer server is named after ``Instance.name`` and reaches ``Instance.backend_address``.
@@ -32,7 +41,11 @@ Conventions both sides keep:
   server is not an error. Everything else raises ``KilnError`` (or a subclass) naming the
   instance and the operation.
 - ``Provider.list_instances`` returns every instance of the group, including several in one slot
-  (after a crash mid-batch): the engine reconciles them.
+  (after a crash mid-batch) and stopped ones (``alive`` False, empty ``probe_address``): the engine
+  reconciles them.
+- The docker provider's names: network ``kiln-<group>``, data volume ``kiln-<group>-<slot>-data``,
+  instance ``kiln-<group>-<slot>-<6 hex>``, load balancer container ``kiln-<group>-lb`` (labels
+  ``kiln.lb=<group>``, never ``kiln.group``, so it is not an instance).
 """
 
 from __future__ import annotations
@@ -61,6 +74,9 @@ class Instance:
     backend_address: str  # "kiln-web-prod-3-ab12:8080": where the load balancer reaches it
     started_at: float = 0.0  # epoch seconds
     extra: dict[str, Any] = field(default_factory=dict)  # provider specific (image id, ports, ...)
+    # False when the provider knows the instance has stopped (an exited container): it cannot serve,
+    # has no probe address, and is replaced without probing.
+    alive: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
