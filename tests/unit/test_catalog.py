@@ -220,12 +220,13 @@ def test_revocation_flags_descendants_and_can_be_undone(catalog):
     add(catalog, parent="web/1")
     add(catalog, parent="web/2")
     outcome = catalog.revoke("web/1", "base had a CVE")
-    assert outcome["flagged"] == ["web/2", "web/3"]
-    assert catalog.get("web/3").flags == ["parent-revoked:web/1"]
+    assert outcome["flagged"] == ["web/2"]
+    assert catalog.get("web/2").flags == ["parent-revoked:web/1"]
+    assert catalog.get("web/3").flags == []  # its own parent, web/2, is still valid
     assert catalog.revoke("web/1", "again")["changed"] is False
     assert catalog.restore("web/1")["changed"] is True
     assert catalog.get("web/1").status == "active" and catalog.get("web/1").revocation is None
-    assert catalog.get("web/3").flags == []
+    assert catalog.get("web/2").flags == []
     assert catalog.restore("web/1")["changed"] is False
 
 

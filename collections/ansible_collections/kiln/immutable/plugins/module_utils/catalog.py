@@ -568,7 +568,7 @@ class Catalog:
     ) -> dict:
         """Revoke a version now or at ``at``; channels on it fall back to their last valid version.
 
-        Returns ``{"changed", "version", "scheduled", "moves": [ChannelMove...], "flagged": [refs]}``.
+        Returns ``{"changed", "version", "scheduled", "moves": [ChannelMove...], "flagged": [refs built on it]}``.
         """
         if not reason:
             raise CatalogError(f"revoking {ref} needs a reason")
@@ -595,7 +595,7 @@ class Catalog:
                 return out
             out["changed"] = True
             out["moves"] = self._revoke_now(tx, version, {**wanted, "at": _iso(now)}, fallback, check)
-            out["flagged"] = self._descendants(tx, version.ref)
+            out["flagged"] = self._children(tx, version.ref)
             return out
 
     def restore(self, ref: str, *, check: bool = False) -> dict:
@@ -860,33 +860,23 @@ class Catalog:
         return out
 
     def _flag_parents(self, tx: Tx, versions: list[Version]) -> None:
-        """Flag versions built (directly or further up) on a revoked version."""
+        """Flag versions built on a revoked parent (one lookup per distinct parent on the page)."""
+        revoked: dict[str, bool] = {}
         for version in versions:
-            seen: set[str] = set()
             parent = version.parent
-            while parent and parent not in seen and len(seen) < 64:
-                seen.add(parent)
+            if not parent:
+                continue
+            if parent not in revoked:
                 img, name = split_ref(parent)
-                row = tx.one("SELECT status, parent FROM versions WHERE image=? AND seq=?", (img, int(name)))
-                if not row:
-                    break
-                if row[0] == REVOKED:
-                    version.flags.append(f"parent-revoked:{parent}")
-                    break
-                parent = row[1]
+                row = tx.one("SELECT status FROM versions WHERE image=? AND seq=?", (img, int(name)))
+                revoked[parent] = bool(row and row[0] == REVOKED)
+            if revoked[parent]:
+                version.flags.append(f"parent-revoked:{parent}")
 
-    def _descendants(self, tx: Tx, ref: str) -> list[str]:
-        """Refs of versions built on ``ref``, directly or further down (bounded)."""
-        found: list[str] = []
-        frontier = [ref]
-        while frontier and len(found) < 10_000:
-            rows = tx.all(
-                f"SELECT image, name FROM versions WHERE parent IN ({','.join('?' * len(frontier))})",
-                tuple(frontier),
-            )
-            frontier = [f"{i}/{n}" for i, n in rows if f"{i}/{n}" not in found]
-            found.extend(frontier)
-        return found
+    def _children(self, tx: Tx, ref: str) -> list[str]:
+        """Refs of versions built directly on ``ref``."""
+        rows = tx.all("SELECT image, name FROM versions WHERE parent=? ORDER BY image, seq", (ref,))
+        return [f"{image}/{name}" for image, name in rows]
 
     def _require_version(self, tx: Tx, image: str, name: str) -> Version:
         version = self._get(tx, image, name)
