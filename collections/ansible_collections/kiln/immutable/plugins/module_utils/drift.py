@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from .common import KilnError
+from .health import HealthCheck, probe_once
 from .rollout_types import Instance, Provider
 
 DRIFT_KINDS = ("version", "revoked", "image", "filesystem")
@@ -36,18 +37,55 @@ _DIFF_KINDS = {0: "changed", 1: "added", 2: "deleted"}
 
 @dataclass
 class GroupTarget:
-    """A group and what it should run: the version ``channel`` of ``image`` points at."""
+    """A group and what it should run: the version ``channel`` of ``image`` points at.
+
+    ``provider``/``provider_options`` say where its instances run (as for the roll-out); ``health``
+    (options of health.HealthCheck) is probed once per running instance when given.
+    """
 
     group: str
     image: str
     channel: str
+    provider: str = "docker"
+    provider_options: dict[str, Any] = field(default_factory=dict)
+    health: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "groups") -> GroupTarget:
         missing = [key for key in ("group", "image", "channel") if not data.get(key)]
         if missing:
             raise KilnError(f"{where}: missing {', '.join(missing)} in {data!r}")
-        return cls(group=str(data["group"]), image=str(data["image"]), channel=str(data["channel"]))
+        return cls(
+            group=str(data["group"]),
+            image=str(data["image"]),
+            channel=str(data["channel"]),
+            provider=str(data.get("provider") or "docker"),
+            provider_options=dict(data.get("provider_options") or {}),
+            health=dict(data["health"]) if data.get("health") else None,
+        )
+
+    @classmethod
+    def from_inventory(cls, inventory: dict[str, Any], group_name: str = "kiln_groups") -> list[GroupTarget]:
+        """Groups from ``ansible-inventory --list`` output: every host of ``kiln_groups``.
+
+        Each host is a group of instances; its ``kiln_group_image``, ``kiln_group_channel``,
+        ``kiln_group_provider``, ``kiln_group_provider_options`` and ``kiln_group_health`` are used.
+        """
+        hosts = (inventory.get(group_name) or {}).get("hosts") or []
+        hostvars = (inventory.get("_meta") or {}).get("hostvars") or {}
+        out = []
+        for host in hosts:
+            hv = hostvars.get(host) or {}
+            data = {
+                "group": host,
+                "image": hv.get("kiln_group_image"),
+                "channel": hv.get("kiln_group_channel"),
+                "provider": hv.get("kiln_group_provider"),
+                "provider_options": hv.get("kiln_group_provider_options"),
+                "health": hv.get("kiln_group_health"),
+            }
+            out.append(cls.from_dict(data, where=f"inventory host {host} (kiln_group_*)"))
+        return out
 
 
 @dataclass
@@ -239,6 +277,19 @@ def _finding(kind: str, inst: Instance, detail: str, **extra: Any) -> Finding:
     return Finding(kind, inst.group, inst.name, inst.slot, detail, **extra)
 
 
+def _health(target: GroupTarget, inst: Instance, inspector: Inspector | None) -> str:
+    """One look: the runtime's state for a stopped instance, else one probe when a check is configured."""
+    if not getattr(inst, "alive", True) or not inst.probe_address or not target.health:
+        return inspector.health(inst) if inspector is not None else "unknown"
+    check = HealthCheck.from_options(
+        {**target.health, "timeout": min(float(target.health.get("timeout") or 2), 2)}
+    )
+    result = probe_once(check, inst)
+    if result.ok:
+        return "healthy"
+    return "unhealthy" if result.answered else "no answer"
+
+
 def check_group(
     target: GroupTarget,
     provider: Provider,
@@ -274,9 +325,8 @@ def check_group(
             reason = (getattr(version, "revocation", None) or {}).get("reason")
             detail = f"runs revoked {inst.version}" + (f" ({reason})" if reason else "")
             found.append(_finding("revoked", inst, detail, actual=inst.version))
-        health = "unknown"
+        health = _health(target, inst, inspector)
         if inspector is not None:
-            health = inspector.health(inst)
             built = _artifact_image_id(version) if version is not None else None
             running = inspector.image_id(inst)
             if built and running and built != running:
@@ -301,15 +351,37 @@ def check_group(
     return result
 
 
+def backends(target: GroupTarget) -> tuple[Provider, Inspector]:
+    """The provider and inspector for a group's ``provider`` name; an unknown name is refused."""
+    if target.provider == "docker":
+        from .provider_docker import DockerProvider
+
+        try:
+            return DockerProvider(**target.provider_options), DockerInspector()
+        except TypeError as exc:
+            raise KilnError(f"group '{target.group}': bad provider_options for docker: {exc}") from exc
+    raise KilnError(f"group '{target.group}': unknown provider '{target.provider}'; known: docker")
+
+
 def detect(
     targets: list[GroupTarget],
-    provider: Provider,
     catalog: _Catalog,
+    provider: Provider | None = None,
     inspector: Inspector | None = None,
     filesystem: bool = True,
 ) -> DriftReport:
-    """Drift of every group in ``targets``; changes nothing."""
-    return DriftReport(groups=[check_group(t, provider, catalog, inspector, filesystem) for t in targets])
+    """Drift of every group in ``targets``; changes nothing.
+
+    Without ``provider``, each group's own (``GroupTarget.provider``) and its inspector are used.
+    """
+    groups = []
+    for target in targets:
+        if provider is None:
+            group_provider, group_inspector = backends(target)
+        else:
+            group_provider, group_inspector = provider, inspector
+        groups.append(check_group(target, group_provider, catalog, group_inspector, filesystem))
+    return DriftReport(groups=groups)
 
 
 def render(report: DriftReport) -> str:
