@@ -250,6 +250,73 @@ def catalog_import(c, input="catalog.json"):
     print(f"imported {report['events']} events into {_env(c)['KILN_CATALOG']} (head {report['head']})")
 
 
+
+# --- the test stage and the pipeline ------------------------------------------------------------------
+
+COLLECTION_DIR = ROOT / "collections" / "ansible_collections" / "kiln" / "immutable"
+
+
+def _utils(name: str):
+    """A module of the collection's module_utils, imported in-process (as the catalog tasks do)."""
+    import importlib
+    import sys
+
+    if str(ROOT / "collections") not in sys.path:
+        sys.path.insert(0, str(ROOT / "collections"))
+    return importlib.import_module(f"ansible_collections.kiln.immutable.plugins.module_utils.{name}")
+
+
+def _run_test(c, *, scenario=None, project_dir=None, timeout=None, **target):
+    """Run the test stage in-process, streaming Molecule's output; returns the recorded outcome."""
+    image_test = _utils("image_test")
+    settings = c.kiln.test
+
+    def run(catalog):
+        return image_test.test_version(
+            catalog,
+            scenario=scenario or settings.scenario,
+            project_dir=str(Path(project_dir).resolve() if project_dir else COLLECTION_DIR),
+            state_dir=_env(c)["KILN_STATE_DIR"],
+            timeout_s=float(timeout or settings.timeout),
+            on_line=print,
+            **target,
+        )
+
+    return _catalog_call(c, run)
+
+
+@task(
+    help={
+        "version": "the version to test, e.g. web/7",
+        "channel": "test what this channel points at, e.g. dev (of --image, default web)",
+        "image": "the image, with --channel",
+        "scenario": "the Molecule scenario to run (default: image)",
+        "project-dir": "where your own scenario lives: a collection root (extensions/molecule/<scenario>) "
+        "or a project (molecule/<scenario>); default: kiln's collection",
+        "skip-tested": "reuse the recorded result when the version was already tested with the scenario",
+        "timeout": "seconds Molecule may run before it is stopped (default 900)",
+    }
+)
+def test(c, version=None, channel=None, image=None, scenario=None, project_dir=None, skip_tested=False,
+         timeout=None):
+    """Start one version with Molecule, verify it as a user would, and record the result in the catalog."""
+    if bool(version) == bool(channel):
+        raise Exit("test needs exactly one of --version (e.g. web/7) or --channel (e.g. dev)")
+    outcome = _run_test(
+        c,
+        version=version,
+        channel=channel,
+        image=(image or c.kiln.image) if channel else image,
+        scenario=scenario,
+        project_dir=project_dir,
+        timeout=timeout,
+        skip_tested=skip_tested,
+    )
+    if not outcome.passed:
+        raise Exit(f"kiln: {outcome.summary()}", code=1)
+    print(outcome.summary())
+
+
 ns = Collection(build)
 for _catalog_task in (promote, revoke, diff, prune, history, catalog_verify, catalog_export, catalog_import):
     ns.add_task(_catalog_task)
@@ -264,3 +331,7 @@ ns.configure(
         "run": {"echo": True},
     }
 )
+
+# the test stage and the pipeline
+ns.add_task(test)
+ns.configure({"kiln": {"test": {"scenario": "image", "timeout": 900}}})
