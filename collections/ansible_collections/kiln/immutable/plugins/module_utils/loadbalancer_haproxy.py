@@ -15,7 +15,6 @@ import contextlib
 import os
 import socket
 import time
-from typing import Any
 
 from . import docker_engine
 from .common import KilnError, state_dir
@@ -412,15 +411,3 @@ class HAProxyLoadBalancer:
 
 def lb_container_name(group: str) -> str:
     return f"kiln-{group}-lb"
-
-
-def describe(group: str) -> dict[str, Any]:
-    """The group's load balancer as users see it (for `invoke up` and the docker_group module)."""
-    lb = HAProxyLoadBalancer(group)
-    container = lb._container()
-    return {
-        "container": lb.container_name if container is not None else None,
-        "status": container.status if container is not None else "absent",
-        "address": lb.address(),
-        "servers": lb.servers() if container is not None and container.status == "running" else {},
-    }

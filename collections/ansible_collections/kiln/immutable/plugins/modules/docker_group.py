@@ -1,0 +1,155 @@
+#!/usr/bin/python
+# Copyright: kiln developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: docker_group
+short_description: Create or remove a group's local Docker environment - network, load balancer, instances
+version_added: 0.1.0
+description:
+  - With O(state=present), creates the group's docker network C(kiln-<group>) and its load balancer, a
+    container C(kiln-<group>-lb) of the C(lb) image baked by kiln, published on 127.0.0.1. Instances are
+    added by a roll-out (M(kiln.immutable.rolling_replace)), which also creates this environment when missing.
+  - With O(state=absent), removes the group's instances, its load balancer, its network and, unless
+    O(keep_data=true), the data volumes of its slots.
+  - A load balancer already running is kept as it is (its servers are the live instances).
+author:
+  - kiln developers (@kiln)
+extends_documentation_fragment:
+  - kiln.immutable.attributes
+  - kiln.immutable.attributes.actiongroup_kiln
+  - kiln.immutable.catalog
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  idempotent:
+    support: full
+options:
+  name:
+    description: The group, for example C(web-prod).
+    type: str
+    required: true
+    aliases: [group]
+  state:
+    description: Whether the environment should exist.
+    type: str
+    choices: [present, absent]
+    default: present
+  provider_options:
+    description:
+      - Options of the docker provider (C(port), C(bind), C(data_path), C(tmpfs_size), C(stop_timeout),
+        C(memory)); the same as the roll-out's.
+    type: dict
+    default: {}
+  load_balancer_options:
+    description:
+      - Options of the HAProxy load balancer - C(port) (host port on 127.0.0.1, 0 for one Docker picks),
+        C(image) (a catalog image name whose newest active version runs, or a docker image reference;
+        default C(lb)), C(bind), C(health_path), C(check_interval).
+    type: dict
+    default: {}
+  keep_data:
+    description: With O(state=absent), keep the slots' data volumes.
+    type: bool
+    default: false
+notes:
+  - Needs the Docker SDK for Python and a running Docker engine on the controller.
+  - The C(lb) image must be in the catalog first (C(invoke build --image lb)); C(invoke up) builds it.
+"""
+
+EXAMPLES = r"""
+- name: Create web-prod's network and load balancer on 127.0.0.1:8082
+  kiln.immutable.docker_group:
+    name: web-prod
+    load_balancer_options:
+      port: 8082
+
+- name: Remove web-staging but keep its data volumes
+  kiln.immutable.docker_group:
+    name: web-staging
+    state: absent
+    keep_data: true
+"""
+
+RETURN = r"""
+address:
+  description: Where clients reach the group through its load balancer.
+  returned: state=present
+  type: str
+  sample: 127.0.0.1:8082
+before:
+  description: What existed before - network, load balancer, instances, data volumes.
+  returned: always
+  type: dict
+  sample:
+    group: web-prod
+    network: kiln-web-prod
+    load_balancer: {container: kiln-web-prod-lb, status: running, address: "127.0.0.1:8082", servers: {}}
+    instances: []
+    volumes: [kiln-web-prod-0-data]
+after:
+  description: What exists afterwards (in check mode, the same as RV(before)).
+  returned: state=present
+  type: dict
+removed:
+  description: Containers, volumes and networks removed (in check mode, that would be removed).
+  returned: state=absent
+  type: dict
+  sample:
+    containers: [kiln-web-prod-lb, kiln-web-prod-0-3fa2c1]
+    volumes: [kiln-web-prod-0-data]
+    networks: [kiln-web-prod]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.immutable.plugins.module_utils import environment_docker
+from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str", required=True, aliases=["group"]),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            provider_options=dict(type="dict", default={}),
+            load_balancer_options=dict(type="dict", default={}),
+            keep_data=dict(type="bool", default=False),
+            catalog=dict(type="path"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    lb_options = dict(p["load_balancer_options"] or {})
+    if p["catalog"]:
+        lb_options.setdefault("catalog", p["catalog"])
+    try:
+        if p["state"] == "present":
+            result = environment_docker.up(
+                p["name"], p["provider_options"], lb_options, check=module.check_mode
+            )
+        else:
+            result = environment_docker.down(
+                p["name"],
+                p["provider_options"],
+                lb_options,
+                keep_data=p["keep_data"],
+                check=module.check_mode,
+            )
+    except KilnError as exc:
+        module.fail_json(**exc.fail_kwargs())
+    if module._diff:
+        after = result.get("after") or {
+            "network": None,
+            "load_balancer": {"status": "absent"},
+            "instances": [],
+        }
+        result["diff"] = {"before": result["before"], "after": after}
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

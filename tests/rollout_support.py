@@ -1,0 +1,201 @@
+"""Shared by the Docker roll-out tests and bench/rollout.py: a bounded load generator and group helpers.
+
+The load generator sends GET requests to 127.0.0.1 at a fixed rate from a few threads, one new
+connection per request (what a user's client sees through the load balancer), and records every
+answer: status, latency, body. It stops by itself after ``max_duration`` seconds.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = ROOT / ".venv" / "bin"
+
+
+@dataclass
+class Sample:
+    t: float  # seconds since the load started
+    ok: bool
+    status: int | None
+    latency: float
+    body: str
+
+
+@dataclass
+class LoadReport:
+    samples: list[Sample] = field(default_factory=list)
+    duration: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return len(self.samples)
+
+    @property
+    def failed(self) -> list[Sample]:
+        return [s for s in self.samples if not s.ok]
+
+    @property
+    def rate(self) -> float:
+        return self.total / self.duration if self.duration else 0.0
+
+    def percentile(self, pct: float) -> float:
+        values = sorted(s.latency for s in self.samples)
+        if not values:
+            return 0.0
+        return values[min(len(values) - 1, int(round(pct / 100 * (len(values) - 1))))]
+
+    def bodies(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.samples:
+            if s.ok:
+                out[s.body] = out.get(s.body, 0) + 1
+        return out
+
+    def summary(self) -> str:
+        failed = self.failed
+        head = (
+            f"{self.total} requests in {self.duration:.1f}s ({self.rate:.0f}/s), {len(failed)} failed, "
+            f"p50 {self.percentile(50) * 1000:.1f} ms, p99 {self.percentile(99) * 1000:.1f} ms"
+        )
+        if failed:
+            head += "; first failures: " + "; ".join(f"+{s.t:.2f}s {s.status} {s.body}" for s in failed[:5])
+        return head
+
+
+class LoadGenerator:
+    """GET ``path`` on ``address`` (127.0.0.1:port) ``rate`` times a second until stopped or ``max_duration``."""
+
+    def __init__(
+        self,
+        address: str,
+        rate: float = 100.0,
+        path: str = "/version",
+        workers: int = 8,
+        timeout: float = 5.0,
+        max_duration: float = 300.0,
+    ):
+        host, _, port = address.rpartition(":")
+        if host not in ("127.0.0.1", "localhost"):
+            raise ValueError(f"load goes to 127.0.0.1 only, not {address}")
+        self.host, self.port = host, int(port)
+        self.rate, self.path, self.workers = rate, path, workers
+        self.timeout, self.max_duration = timeout, max_duration
+        self.report = LoadReport()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._next = 0
+        self._threads: list[threading.Thread] = []
+        self._t0 = 0.0
+
+    def _one(self) -> Sample:
+        start = time.monotonic()
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request("GET", self.path)
+            response = conn.getresponse()
+            body = response.read().decode(errors="replace").strip()
+            ok = response.status == 200
+            return Sample(start - self._t0, ok, response.status, time.monotonic() - start, body[:80])
+        except (OSError, http.client.HTTPException) as exc:
+            return Sample(
+                start - self._t0, False, None, time.monotonic() - start, f"{type(exc).__name__}: {exc}"
+            )
+        finally:
+            conn.close()
+
+    def _worker(self) -> None:
+        interval = 1.0 / self.rate
+        while not self._stop.is_set():
+            with self._lock:
+                due = self._t0 + self._next * interval
+                self._next += 1
+            if due - self._t0 > self.max_duration:
+                return
+            delay = due - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            sample = self._one()
+            with self._lock:
+                self.report.samples.append(sample)
+
+    def start(self) -> LoadGenerator:
+        self._t0 = time.monotonic()
+        for i in range(self.workers):
+            thread = threading.Thread(target=self._worker, name=f"load-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> LoadReport:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(self.timeout + 1)
+        self.report.duration = time.monotonic() - self._t0
+        self.report.samples.sort(key=lambda s: s.t)
+        return self.report
+
+    def __enter__(self) -> LoadGenerator:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def unique(prefix: str = "kt") -> str:
+    """A short unique name part, so parallel runs never share a container, volume or network."""
+    return f"{prefix}{uuid.uuid4().hex[:6]}"
+
+
+def run_env(state_dir: Path) -> dict[str, str]:
+    """The environment of ansible-playbook / invoke runs against a private state folder and catalog."""
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        KILN_STATE_DIR=str(state_dir),
+        KILN_CATALOG=str(state_dir / "catalog.db"),
+        ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+        ANSIBLE_NOCOLOR="1",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def playbook(env: dict[str, str], name: str, extra: dict, check: bool = False, timeout: float = 900):
+    """Run ``kiln.immutable.<name>`` with the local inventory; returns the CompletedProcess."""
+    cmd = [
+        str(VENV_BIN / "ansible-playbook"),
+        f"kiln.immutable.{name}",
+        "-i",
+        str(ROOT / "inventories" / "local"),
+        "-e",
+        json.dumps(extra),
+    ]
+    if check:
+        cmd.append("--check")
+    return subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def task_results(run: subprocess.CompletedProcess) -> list[dict]:
+    """Every task result of a run with the json callback, in order, as {task, host, result}."""
+    try:
+        doc = json.loads(run.stdout)
+    except ValueError:
+        return []
+    out = []
+    for play in doc.get("plays", []):
+        for task in play.get("tasks", []):
+            for host, result in task.get("hosts", {}).items():
+                out.append({"task": task["task"]["name"], "host": host, "result": result})
+    return out
