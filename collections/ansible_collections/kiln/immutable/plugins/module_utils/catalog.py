@@ -109,7 +109,7 @@ def split_ref(ref: str, image: str | None = None) -> tuple[str, str]:
     if not isinstance(ref, str) or not ref:
         raise CatalogError(f"version reference {ref!r} is empty; expected image/name like web/7")
     if "/" in ref:
-        img, _, name = ref.partition("/")
+        img, _sep, name = ref.partition("/")
         if image and img != image:
             raise CatalogError(f"version {ref!r} belongs to image {img!r}, not {image!r}")
     elif image:
@@ -401,7 +401,7 @@ class Catalog:
         self._settle()
         with self.store.read() as tx:
             rows = tx.all("SELECT channel, version FROM channels WHERE image=? ORDER BY channel", (image,))
-        return {channel: version for channel, version in rows}
+        return dict(rows)
 
     def channel_history(
         self, image: str, channel: str | None = None, limit: int = 50, before: int | None = None
@@ -568,7 +568,8 @@ class Catalog:
     ) -> dict:
         """Revoke a version now or at ``at``; channels on it fall back to their last valid version.
 
-        Returns ``{"changed", "version", "scheduled", "moves": [ChannelMove...], "flagged": [refs built on it]}``.
+        Returns ``{"changed", "version", "scheduled", "moves": [ChannelMove...], "flagged": [refs]}``;
+        ``flagged`` lists the versions built directly on the revoked one.
         """
         if not reason:
             raise CatalogError(f"revoking {ref} needs a reason")
@@ -724,7 +725,8 @@ class Catalog:
             images = client().images
             import docker.errors
         except Exception as exc:  # no SDK or no engine: the catalog part is done, say what is left
-            result.warnings.append(f"Docker images not removed ({exc}): {', '.join(r for r, _ in wanted)}")
+            refs = ", ".join(ref for ref, _docker in wanted)
+            result.warnings.append(f"Docker images not removed ({exc}): {refs}")
             return
         for ref, docker in wanted:
             try:
@@ -913,7 +915,7 @@ class Catalog:
     def _walk_back(self, tx: Tx, entry: tuple, current: str | None, skipped: list[str]) -> tuple | None:
         """Follow ``back`` links from ``entry`` to the first assignment of a different, valid version."""
         back = entry[2]
-        for _ in range(100_000):  # bounded: every link points at a strictly older entry
+        for _step in range(100_000):  # bounded: every link points at a strictly older entry
             if back is None:
                 return None
             candidate = tx.one("SELECT id, version, back FROM channel_history WHERE id=?", (back,))
