@@ -272,7 +272,7 @@ def _run_test(c, *, scenario=None, project_dir=None, timeout=None, **target):
     settings = c.kiln.test
 
     def run(catalog):
-        return image_test.test_version(
+        return image_test.run_image_test(
             catalog,
             scenario=scenario or settings.scenario,
             project_dir=str(Path(project_dir).resolve() if project_dir else COLLECTION_DIR),

@@ -60,7 +60,8 @@ class PipelineReport:
     def table(self) -> str:
         width = max((len(r.name) for r in self.results), default=0)
         lines = [
-            f"  {r.name:<{width}}  {r.status:<7}  {r.seconds:7.1f}s  {r.detail}".rstrip() for r in self.results
+            f"  {r.name:<{width}}  {r.status:<7}  {r.seconds:7.1f}s  {r.detail}".rstrip()
+            for r in self.results
         ]
         failed = self.failed
         if failed:

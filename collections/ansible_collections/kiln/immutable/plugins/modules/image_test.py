@@ -156,7 +156,7 @@ summary:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
 from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError, state_dir
-from ansible_collections.kiln.immutable.plugins.module_utils.image_test import test_version
+from ansible_collections.kiln.immutable.plugins.module_utils.image_test import run_image_test
 
 
 def main() -> None:
@@ -183,7 +183,7 @@ def main() -> None:
         module.fail_json(msg=f"timeout must be more than 0 seconds, got {p['timeout']}")
     try:
         with Catalog(p["catalog"]) as catalog:
-            outcome = test_version(
+            outcome = run_image_test(
                 catalog,
                 version=p["version"],
                 channel=p["channel"],
