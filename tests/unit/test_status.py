@@ -7,27 +7,18 @@ import time
 
 import pytest
 from ansible_collections.kiln.immutable.plugins.module_utils import status
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog, Version
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
 from ansible_collections.kiln.immutable.plugins.module_utils.drift import GroupTarget, PathChange, detect
-from test_drift import IMAGE_IDS, FakeInspector, FakeProvider, inst
+from drift_fakes import FakeInspector, FakeProvider, inst, seeded_catalog
 
 NOW = time.time()
 
 
 @pytest.fixture
 def catalog(tmp_path):
-    cat = Catalog(str(tmp_path / "catalog.db"))
-    for ref, image_id in IMAGE_IDS.items():
-        name = ref.split("/")[1]
-        cat.register(
-            Version(
-                image="web", name=name, fingerprint=f"fp{name}", artifacts={"docker": {"image_id": image_id}}
-            )
-        )
+    cat = seeded_catalog(str(tmp_path / "catalog.db"))
     cat.record_test("web/2", passed=True, details={"scenario": "image"})
     cat.record_test("web/3", passed=False, details={"scenario": "image"})
-    cat.promote("prod", version="web/2", reason="release")
-    cat.promote("staging", version="web/3")
     yield cat
     cat.close()
 
