@@ -171,3 +171,16 @@ def test_text_from_the_result_is_escaped(good):
     doc["target"] = "web/<b>2</b>"
     page = report.render_html(doc)
     assert "<b>2</b>" not in page and "web/&lt;b&gt;2&lt;/b&gt;" in page
+
+
+def test_bucket_load_counts_requests_and_failures_per_interval(good):
+    t0 = 1000.0
+    requests = [(t0 + 0.1, True), (t0 + 0.6, False), (t0 + 1.2, True), (t0 + 3.9, True)]
+    load = report.bucket_load(requests, interval=1.0)
+    assert load["samples"] == [
+        {"t": 1000.0, "requests": 2, "failed": 1},
+        {"t": 1001.0, "requests": 1, "failed": 0},
+        {"t": 1003.0, "requests": 1, "failed": 0},
+    ]
+    with pytest.raises(KilnError, match="interval must be > 0"):
+        report.bucket_load(requests, interval=0)

@@ -12,7 +12,8 @@ A measured load is read from the result's ``load`` key (or passed to :func:`rend
 
     {"samples": [{"t": <epoch seconds>, "requests": 100, "failed": 0}, ...]}
 
-one sample per interval, each counting the requests sent and failed in it.
+one sample per interval, each counting the requests sent and failed in it; :func:`bucket_load` makes
+it from one ``(epoch seconds, ok)`` pair per request.
 
 The page has no external assets and no script; its Content-Security-Policy forbids loading any, so a
 page that tried would show the error in the browser.
@@ -149,6 +150,24 @@ def _load_samples(load: Any) -> list[LoadSample]:
         else:  # [t, requests, failed]
             out.append(LoadSample(float(item[0]), int(item[1]), int(item[2])))
     return sorted(out, key=lambda s: s.t)
+
+
+def bucket_load(requests: Any, interval: float = 1.0) -> dict[str, Any]:
+    """A measured load in the report's form, from one ``(epoch seconds, ok)`` pair per request."""
+    if interval <= 0:
+        raise KilnError(f"interval must be > 0, got {interval}")
+    counts: dict[int, list[int]] = {}
+    for t, ok in requests:
+        slot = counts.setdefault(int(t // interval), [0, 0])
+        slot[0] += 1
+        slot[1] += 0 if ok else 1
+    return {
+        "interval": interval,
+        "samples": [
+            {"t": key * interval, "requests": n, "failed": failed}
+            for key, (n, failed) in sorted(counts.items())
+        ],
+    }
 
 
 def build_timeline(doc: dict[str, Any], load: Any = None) -> Timeline:
