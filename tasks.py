@@ -6,6 +6,7 @@ Defaults live in ``ns.configure`` below (or an ``invoke.yaml``); command-line fl
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 from pathlib import Path
@@ -266,13 +267,22 @@ def _utils(name: str):
     return importlib.import_module(f"ansible_collections.kiln.immutable.plugins.module_utils.{name}")
 
 
+def _with_catalog(c, fn):
+    """``fn(catalog)``; a KilnError goes up as it is (the pipeline reports it as the stage's failure)."""
+    catalog = _catalog(c)
+    try:
+        return fn(catalog)
+    finally:
+        catalog.close()
+
+
 def _run_test(c, *, scenario=None, project_dir=None, timeout=None, **target):
     """Run the test stage in-process, streaming Molecule's output; returns the recorded outcome."""
     image_test = _utils("image_test")
     settings = c.kiln.test
-
-    def run(catalog):
-        return image_test.run_image_test(
+    return _with_catalog(
+        c,
+        lambda catalog: image_test.run_image_test(
             catalog,
             scenario=scenario or settings.scenario,
             project_dir=str(Path(project_dir).resolve() if project_dir else COLLECTION_DIR),
@@ -280,9 +290,8 @@ def _run_test(c, *, scenario=None, project_dir=None, timeout=None, **target):
             timeout_s=float(timeout or settings.timeout),
             on_line=print,
             **target,
-        )
-
-    return _catalog_call(c, run)
+        ),
+    )
 
 
 @task(
@@ -302,19 +311,129 @@ def test(c, version=None, channel=None, image=None, scenario=None, project_dir=N
     """Start one version with Molecule, verify it as a user would, and record the result in the catalog."""
     if bool(version) == bool(channel):
         raise Exit("test needs exactly one of --version (e.g. web/7) or --channel (e.g. dev)")
-    outcome = _run_test(
-        c,
-        version=version,
-        channel=channel,
-        image=(image or c.kiln.image) if channel else image,
-        scenario=scenario,
-        project_dir=project_dir,
-        timeout=timeout,
-        skip_tested=skip_tested,
-    )
+    try:
+        outcome = _run_test(
+            c,
+            version=version,
+            channel=channel,
+            image=(image or c.kiln.image) if channel else image,
+            scenario=scenario,
+            project_dir=project_dir,
+            timeout=timeout,
+            skip_tested=skip_tested,
+        )
+    except _utils("common").KilnError as exc:
+        raise Exit(f"kiln: {exc}") from exc
     if not outcome.passed:
         raise Exit(f"kiln: {outcome.summary()}", code=1)
     print(outcome.summary())
+
+
+def _policy_path(c) -> str:
+    """The promotion policy the promote playbook reads: $KILN_POLICY, else policy.yml of the inventory."""
+    return os.environ.get("KILN_POLICY") or str(ROOT / c.kiln.inventory / "policy.yml")
+
+
+def _pipeline_build(c, image: str, variables, force: bool) -> tuple[bool, str]:
+    """Run the build stage; returns (built something new, the version's ref)."""
+    from invoke.exceptions import UnexpectedExit
+
+    pipeline = _utils("pipeline")
+    before = {v.ref for v in _with_catalog(c, lambda catalog: catalog.list_versions(image, limit=1000))}
+    try:
+        build(c, image=image, force=force, var=variables)
+    except (UnexpectedExit, Exit) as exc:
+        raise pipeline.StageFailed(f"the build of image {image!r} failed (see the output above)") from exc
+    newest = _with_catalog(c, lambda catalog: catalog.list_versions(image, limit=1, status="active"))
+    if not newest:
+        raise pipeline.StageFailed(f"the build of image {image!r} recorded no version in the catalog")
+    return newest[0].ref not in before, newest[0].ref
+
+
+def _pipeline_promote(c, ref: str, channel: str) -> tuple[bool, str]:
+    """Promote ``ref`` to ``channel`` unless it is there already; a policy refusal names its rules."""
+    pipeline = _utils("pipeline")
+    policy = _utils("policy").Policy.load(_policy_path(c))
+    image = ref.split("/", 1)[0]
+
+    def plan(catalog):
+        try:
+            return catalog.promote(channel, ref, policy=policy, check=True)
+        except _utils("catalog").PolicyRefused as exc:
+            rules = "; ".join(exc.details.get("rules") or []) or exc.msg
+            raise pipeline.StageFailed(f"the promotion policy refuses {ref} on {channel}: {rules}") from exc
+
+    move = _with_catalog(c, plan)
+    if not move.changed:
+        return False, f"{image}@{channel} is already on {ref}"
+    try:
+        promote(c, version=ref, channel=channel, reason=f"pipeline: {ref} passed its test")
+    except Exit as exc:
+        raise pipeline.StageFailed(f"promoting {ref} to {channel} failed (see the output above)") from exc
+    return True, f"{image}@{channel}: {move.before or 'nothing'} -> {ref}"
+
+
+def _pipeline_promote_built(c, built: dict, channel: str) -> tuple[bool, str]:
+    return _pipeline_promote(c, built["ref"], channel)
+
+
+def _pipeline_rollout(c, channel: str, group: str) -> tuple[bool, str]:
+    """Roll ``group`` out to what ``channel`` points at, with the roll-out stage's own task."""
+    pipeline = _utils("pipeline")
+    rollout = ns.tasks.get("rollout")
+    if rollout is None:
+        raise pipeline.StopPipeline(
+            f"the roll-out stage (invoke rollout) is not available yet: stopped after promotion; "
+            f"group {group} was not rolled out"
+        )
+    try:
+        rollout(c, channel=channel, group=group)
+    except Exit as exc:
+        raise pipeline.StageFailed(f"the roll-out of {group} failed: {exc.message or exc}") from exc
+    return True, f"{group} runs what {channel} points at"
+
+
+@task(
+    iterable=["var"],
+    help={
+        "image": "the image to take through the pipeline (default: web)",
+        "var": "a Packer variable for the build as key=value; repeat for several",
+        "force": "build even when an identical version is in the catalog",
+        "retest": "test again even when the version already has a recorded result",
+    },
+)
+def pipeline(c, image=None, var=None, force=False, retest=False):
+    """Build, test, promote to staging, roll out to staging, promote to prod, roll out to prod."""
+    image = image or c.kiln.image
+    settings = c.kiln.pipeline
+    stages_mod = _utils("pipeline")
+    dev = settings.build_channel
+    built: dict = {}
+
+    def build_stage():
+        fresh, built["ref"] = _pipeline_build(c, image, var, force)
+        return fresh, f"{built['ref']} " + ("built" if fresh else "(nothing changed since it was built)")
+
+    def test_stage():
+        outcome = _run_test(c, version=built["ref"], skip_tested=not retest)
+        if not outcome.passed:
+            raise stages_mod.StageFailed(outcome.summary())
+        return not outcome.skipped, outcome.summary()
+
+    stages = [
+        ("build", build_stage),
+        (f"promote {dev}", functools.partial(_pipeline_promote_built, c, built, dev)),
+        ("test", test_stage),
+    ]
+    for step in settings.steps:
+        channel, group = step["channel"], step["group"].format(image=image)
+        stages.append((f"promote {channel}", functools.partial(_pipeline_promote_built, c, built, channel)))
+        stages.append((f"rollout {group}", functools.partial(_pipeline_rollout, c, channel, group)))
+    report = stages_mod.run_stages(stages)
+    print(f"\n{image} pipeline" + (f" for {built['ref']}" if built.get("ref") else "") + ":")
+    print(report.table())
+    if not report.ok:
+        raise Exit(code=1)
 
 
 ns = Collection(build)
@@ -334,4 +453,19 @@ ns.configure(
 
 # the test stage and the pipeline
 ns.add_task(test)
-ns.configure({"kiln": {"test": {"scenario": "image", "timeout": 900}}})
+ns.add_task(pipeline)
+ns.configure(
+    {
+        "kiln": {
+            "test": {"scenario": "image", "timeout": 900},
+            # every build lands on build_channel; then each step promotes and rolls out one group
+            "pipeline": {
+                "build_channel": "dev",
+                "steps": [
+                    {"channel": "staging", "group": "{image}-staging"},
+                    {"channel": "prod", "group": "{image}-prod"},
+                ],
+            },
+        }
+    }
+)
