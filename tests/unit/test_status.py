@@ -98,3 +98,14 @@ def test_an_empty_setup_says_what_to_do(tmp_path):
 )
 def test_age(seconds, text):
     assert status.age(seconds) == text
+
+
+def test_a_group_whose_channel_does_not_exist_is_shown_not_refused(catalog):
+    targets = [GroupTarget("web-qa", "web", "qa")]
+    provider = FakeProvider([inst(0, "web/2", group="web-qa")])
+    report = detect(targets, catalog, provider, FakeInspector(), strict=False)
+    doc = status.collect(catalog, targets, report=report, now=NOW)
+    text = status.render(doc)
+    assert "GROUP web-qa: follows web@qa = no version; no such channel; DRIFT" in text
+    assert "  ! group 'web-qa' follows channel 'qa' of image 'web', which does not exist" in text
+    assert max(len(line) for line in text.splitlines()) <= 100

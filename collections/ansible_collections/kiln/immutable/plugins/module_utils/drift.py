@@ -134,6 +134,7 @@ class GroupDrift:
     image: str
     channel: str
     expected: str | None  # the ref the channel points at
+    problem: str | None = None  # why the group could not be fully checked (status shows it)
     instances: list[InstanceState] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
@@ -147,6 +148,7 @@ class GroupDrift:
             "image": self.image,
             "channel": self.channel,
             "expected": self.expected,
+            "problem": self.problem,
             "drifted": self.drifted,
             "instances": [i.to_dict() for i in self.instances],
             "findings": [f.to_dict() for f in self.findings],
@@ -296,18 +298,26 @@ def check_group(
     catalog: _Catalog,
     inspector: Inspector | None,
     filesystem: bool = True,
+    strict: bool = True,
 ) -> GroupDrift:
-    """Drift of one group; an unknown channel is an error naming the group and the channel."""
+    """Drift of one group.
+
+    An unknown channel is an error naming the group and the channel; with ``strict=False`` (status)
+    it is noted in ``problem`` and the group is checked as if the channel pointed at no version.
+    """
     channels = catalog.channels(target.image)
+    problem = None
     if target.channel not in channels:
         known = ", ".join(sorted(channels)) or "none"
-        raise KilnError(
+        problem = (
             f"group '{target.group}' follows channel '{target.channel}' of image '{target.image}', "
             f"which does not exist; known channels: {known}"
         )
-    wanted = catalog.channel_version(target.image, target.channel)
+        if strict:
+            raise KilnError(problem)
+    wanted = catalog.channel_version(target.image, target.channel) if problem is None else None
     expected = wanted.ref if wanted is not None else None
-    result = GroupDrift(group=target.group, image=target.image, channel=target.channel, expected=expected)
+    result = GroupDrift(target.group, target.image, target.channel, expected, problem)
     versions: dict[str, Any] = {}
     for inst in sorted(provider.list_instances(target.group), key=lambda i: (i.slot, i.started_at)):
         found: list[Finding] = []
@@ -369,6 +379,7 @@ def detect(
     provider: Provider | None = None,
     inspector: Inspector | None = None,
     filesystem: bool = True,
+    strict: bool = True,
 ) -> DriftReport:
     """Drift of every group in ``targets``; changes nothing.
 
@@ -380,7 +391,7 @@ def detect(
             group_provider, group_inspector = backends(target)
         else:
             group_provider, group_inspector = provider, inspector
-        groups.append(check_group(target, group_provider, catalog, group_inspector, filesystem))
+        groups.append(check_group(target, group_provider, catalog, group_inspector, filesystem, strict))
     return DriftReport(groups=groups)
 
 

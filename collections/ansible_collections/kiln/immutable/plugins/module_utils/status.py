@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import textwrap
 import time
 from datetime import datetime
 from typing import Any
@@ -68,7 +69,7 @@ def collect(
     """Everything ``invoke status`` shows, as one JSON-able document; changes nothing."""
     now = time.time() if now is None else now
     if report is None:
-        report = detect(targets, catalog, filesystem=filesystem)
+        report = detect(targets, catalog, filesystem=filesystem, strict=False)
     images = sorted(set(catalog.images()) | {t.image for t in targets})
     doc: dict[str, Any] = {"generated_at": now, "images": [], "channels": [], "groups": []}
     for image in images:
@@ -177,10 +178,14 @@ def render(doc: dict[str, Any], width: int = WIDTH) -> str:
     for group in doc["groups"]:
         wants = group["expected"] or "no version"
         verdict = "DRIFT" if group["drifted"] else "in sync"
+        if group.get("problem"):
+            verdict = f"no such channel{'; DRIFT' if group['drifted'] else ''}"
         lines += [
             "",
             f"GROUP {group['group']}: follows {group['image']}@{group['channel']} = {wants}; {verdict}",
         ]
+        if group.get("problem"):
+            lines += textwrap.wrap(group["problem"], width, initial_indent="  ! ", subsequent_indent="    ")
         if not group["instances"]:
             lines.append("  no instances")
             continue
