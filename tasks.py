@@ -469,3 +469,72 @@ ns.configure(
         }
     }
 )
+
+# --- see what runs: status, drift, roll-out reports ----------------------------------------------------
+
+
+def _groups(c, only: str | None = None) -> list:
+    """The groups of the inventory (hosts of kiln_groups), through ansible-inventory."""
+    inventory = str(ROOT / c.kiln.inventory)
+    targets = _utils("status").inventory_targets(inventory, str(VENV_BIN / "ansible-inventory"))
+    if only:
+        targets = [t for t in targets if t.group == only]
+        if not targets:
+            known = ", ".join(t.group for t in _groups(c)) or "none"
+            raise Exit(f"kiln: unknown group {only!r}; the hosts of kiln_groups in {inventory}: {known}")
+    return targets
+
+
+@task(
+    help={
+        "json": "print the status as JSON instead of a table",
+        "no-filesystem": "skip looking for filesystem changes (one docker diff per instance)",
+    }
+)
+def status(c, json=False, no_filesystem=False):
+    """Show images and tests, channels, and each group's instances with version, health, age and drift."""
+    import json as jsonlib
+
+    show = _utils("status")
+    doc = _catalog_call(c, lambda catalog: show.collect(catalog, _groups(c), filesystem=not no_filesystem))
+    print(jsonlib.dumps(doc, indent=2) if json else show.render(doc))
+
+
+@task(
+    help={
+        "group": "check only this group (default: every host of kiln_groups)",
+        "json": "print the findings as JSON",
+        "no-filesystem": "skip looking for filesystem changes (one docker diff per instance)",
+    }
+)
+def drift(c, group=None, json=False, no_filesystem=False):
+    """List instances that drifted from their channel's version or changed on disk; exits 1 on drift."""
+    import json as jsonlib
+
+    drift_utils = _utils("drift")
+    report = _catalog_call(
+        c, lambda catalog: drift_utils.detect(_groups(c, group), catalog, filesystem=not no_filesystem)
+    )
+    print(jsonlib.dumps(report.to_dict(), indent=2) if json else drift_utils.render(report))
+    if report.drifted:
+        raise Exit(f"kiln: drift found: {len(report.findings)} finding(s)", code=1)
+
+
+@task(
+    help={
+        "group": "the newest roll-out of this group (default: the newest of any group)",
+        "result": "the roll-out result JSON to render instead of the newest",
+    }
+)
+def report(c, group=None, result=None):
+    """Write the newest roll-out's report (HTML page with a timeline, next to its JSON) and print its path."""
+    pages = _utils("report")
+    try:
+        source = result or pages.newest_result(str(Path(_env(c)["KILN_STATE_DIR"]) / "rollouts"), group)
+        print(pages.write_html(source))
+    except _utils("common").KilnError as exc:
+        raise Exit(f"kiln: {exc}") from exc
+
+
+for _observe_task in (status, drift, report):
+    ns.add_task(_observe_task)
