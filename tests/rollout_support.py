@@ -72,7 +72,7 @@ class LoadReport:
 
 
 class LoadGenerator:
-    """GET ``path`` on ``address`` (127.0.0.1:port) ``rate`` times a second until stopped or ``max_duration``."""
+    """GET ``path`` on 127.0.0.1:port ``rate`` times a second until stopped or ``max_duration``."""
 
     def __init__(
         self,

@@ -1,0 +1,155 @@
+"""Fixtures of the Docker roll-out tests (integration and reliability), loaded by tests/conftest.py.
+
+One session builds, with kiln itself (``ansible-playbook kiln.immutable.build``), the images every
+roll-out test needs into a private catalog: the load balancer ``lb``, two good versions of ``web``
+and one whose /healthz answers 503 (``fault=unhealthy``). Each test gets groups with unique names;
+whatever a test leaves (containers, volumes, networks, the load balancer) is removed at the end, and
+so are the images the session built.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ansible_collections.kiln.immutable.plugins.module_utils import docker_engine, environment_docker
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog, Version
+from ansible_collections.kiln.immutable.plugins.module_utils.health import HealthCheck, Prober
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout import Rollout, RolloutOptions
+from rollout_support import ROOT, playbook, run_env, unique
+
+# Fast probes: the sample image answers within a second of its start.
+TEST_HEALTH = {
+    "interval": 0.2,
+    "timeout": 2,
+    "healthy_threshold": 2,
+    "unhealthy_threshold": 3,
+    "deadline": 30,
+}
+
+
+@dataclass
+class RolloutWorld:
+    state: Path
+    env: dict[str, str]
+    repo: str  # docker repository prefix of this session's images
+    versions: dict[str, Version] = field(default_factory=dict)  # good, next, bad, lb
+    groups: list[str] = field(default_factory=list)
+
+    @property
+    def catalog_path(self) -> str:
+        return self.env["KILN_CATALOG"]
+
+    def version(self, key: str) -> Version:
+        return self.versions[key]
+
+    def group(self, name: str = "web") -> str:
+        """A group name no other test or engineer uses; removed with everything in it at the end."""
+        group = f"{unique('kt')}-{name}"
+        self.groups.append(group)
+        return group
+
+    def resolve(self, ref: str) -> Version:
+        with Catalog(self.catalog_path) as catalog:
+            return catalog.get(ref)
+
+
+def _build(env: dict[str, str], image: str, variables: dict[str, str], force: bool = False) -> Version:
+    """Bake one version with kiln's build playbook; the newest version of ``image`` is the result."""
+    run = playbook(env, "build", {"kiln_image": image, "kiln_force": force, "kiln_variables": variables})
+    if run.returncode != 0:
+        pytest.fail(
+            f"kiln build of {image} failed (rc {run.returncode}):\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}"
+        )
+    with Catalog(env["KILN_CATALOG"]) as catalog:
+        return catalog.list_versions(image, limit=1)[0]
+
+
+@pytest.fixture(scope="session")
+def rollout_world(tmp_path_factory) -> Any:
+    try:
+        docker_engine.client()
+    except Exception as exc:  # no engine on this machine
+        pytest.skip(f"Docker is not available: {exc}")
+    state = tmp_path_factory.mktemp("rollout")
+    env = run_env(state)
+    repo = unique("kt")
+    world = RolloutWorld(state=state, env=env, repo=repo)
+    built: list[str] = []
+    saved = {k: os.environ.get(k) for k in ("KILN_STATE_DIR", "KILN_CATALOG")}
+    os.environ.update(KILN_STATE_DIR=env["KILN_STATE_DIR"], KILN_CATALOG=env["KILN_CATALOG"])
+    try:
+        reuse = os.environ.get("KILN_TEST_ROLLOUT_CATALOG")
+        if reuse:
+            # Iterating on these tests: a catalog that already holds lb/1, web/1, web/2 and web/3 (unhealthy).
+            shutil.copy(reuse, env["KILN_CATALOG"])
+            for key, ref in (("lb", "lb/1"), ("good", "web/1"), ("next", "web/2"), ("bad", "web/3")):
+                world.versions[key] = world.resolve(ref)
+        else:
+            web = {"repository": f"{repo}/web"}
+            world.versions["lb"] = _build(env, "lb", {"repository": f"{repo}/lb"})
+            world.versions["good"] = _build(env, "web", web)
+            world.versions["next"] = _build(env, "web", web, force=True)
+            world.versions["bad"] = _build(env, "web", {**web, "fault": "unhealthy"})
+            built = [v.artifacts["docker"]["image_id"] for v in world.versions.values()]
+        yield world
+    finally:
+        for group in world.groups:
+            try:
+                environment_docker.down(group)
+            except Exception as exc:  # keep cleaning the others
+                print(f"cleanup of group {group} failed: {exc}", file=sys.stderr)
+        for image in built:
+            try:
+                docker_engine.client().images.remove(image, force=True)
+            except Exception as exc:
+                print(f"cleanup of image {image} failed: {exc}", file=sys.stderr)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def engine_rollout(world: RolloutWorld, group: str, key: str, health: dict | None = None, **options: Any):
+    """Roll ``group`` out to the session's version ``key``: the engine, the docker provider, HAProxy."""
+    rollout = Rollout(
+        group,
+        world.version(key),
+        environment_docker.provider(),
+        environment_docker.load_balancer(group),
+        Prober(HealthCheck.from_options({**TEST_HEALTH, **(health or {})})),
+        RolloutOptions(**options),
+        resolve_version=world.resolve,
+    )
+    return rollout.run()
+
+
+def snapshot(group: str) -> dict[str, Any]:
+    """What a user sees of a group: its containers (name, slot, version, state) and the balancer's servers."""
+    status = environment_docker.status(group)
+    return {
+        "instances": sorted((i["name"], i["slot"], i["version"], i["alive"]) for i in status["instances"]),
+        "servers": status["load_balancer"]["servers"],
+        "volumes": status["volumes"],
+    }
+
+
+def assert_converged(group: str, version: str, size: int) -> dict[str, Any]:
+    """One live instance per slot, all on ``version``, each a ready server of the balancer, nothing else."""
+    snap = snapshot(group)
+    slots = sorted(slot for _, slot, _, _ in snap["instances"])
+    assert slots == list(range(size)), f"slots of {group}: {snap['instances']}"
+    assert {v for _, _, v, _ in snap["instances"]} == {version}, snap["instances"]
+    assert all(alive for *_, alive in snap["instances"]), snap["instances"]
+    names = {name for name, *_ in snap["instances"]}
+    assert snap["servers"] == dict.fromkeys(names, "ready"), snap
+    return snap
+
+
+__all__ = ["ROOT", "RolloutWorld", "assert_converged", "engine_rollout", "rollout_world", "snapshot"]
