@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -199,3 +200,45 @@ def task_results(run: subprocess.CompletedProcess) -> list[dict]:
             for host, result in task.get("hosts", {}).items():
                 out.append({"task": task["task"]["name"], "host": host, "result": result})
     return out
+
+
+def main(argv: list[str]) -> int:
+    """Run one roll-out with the engine in this process (for tests that kill or race a roll-out).
+
+    ``python tests/rollout_support.py GROUP REF [option=json ...] [health.option=json ...]``; the
+    catalog and state folder come from $KILN_CATALOG and $KILN_STATE_DIR.
+    """
+    sys.path.insert(0, str(ROOT / "collections"))
+    from ansible_collections.kiln.immutable.plugins.module_utils import environment_docker
+    from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
+    from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError
+    from ansible_collections.kiln.immutable.plugins.module_utils.health import HealthCheck, Prober
+    from ansible_collections.kiln.immutable.plugins.module_utils.rollout import Rollout, RolloutOptions
+
+    group, ref, *pairs = argv
+    options: dict = {}
+    health: dict = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        target = health if key.startswith("health.") else options
+        target[key.removeprefix("health.")] = json.loads(value)
+    catalog = Catalog(os.environ["KILN_CATALOG"])
+    try:
+        result = Rollout(
+            group,
+            catalog.get(ref),
+            environment_docker.provider(),
+            environment_docker.load_balancer(group),
+            Prober(HealthCheck.from_options(health)),
+            RolloutOptions(**options),
+            resolve_version=catalog.get,
+        ).run()
+    except KilnError as exc:
+        print(json.dumps({"error": type(exc).__name__, "msg": exc.msg}), flush=True)
+        return 2
+    print(json.dumps({"status": result["status"], "changed": result["changed"]}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

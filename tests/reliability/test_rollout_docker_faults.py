@@ -1,0 +1,170 @@
+"""Roll-outs that are killed, raced or given bad input, against the real Docker engine and HAProxy."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ansible_collections.kiln.immutable.plugins.module_utils import environment_docker
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout import RolloutError, RolloutLocked
+from rollout_fixtures import assert_converged, engine_rollout, snapshot
+from rollout_support import ROOT, LoadGenerator
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def _journal(world, group: str) -> dict:
+    path = Path(world.env["KILN_STATE_DIR"]) / "rollouts" / group / "journal.json"
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _start(world, group: str, key: str, *options: str) -> subprocess.Popen:
+    """A roll-out in its own process group, so a kill takes everything it started with it."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "rollout_support.py"), group, world.version(key).ref, *options],
+        env=world.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def _events(world, group: str, kind: str, key: str) -> list[dict]:
+    """Events of the roll-out to the session's version ``key`` (not of an earlier one)."""
+    journal = _journal(world, group)
+    if journal.get("target") != world.version(key).ref:
+        return []
+    return [e for e in journal.get("events", []) if e["event"] == kind]
+
+
+def test_sigkill_mid_batch_then_rerun_converges_without_orphans(rollout_world):
+    world = rollout_world
+    group = world.group()
+    engine_rollout(world, group, "good", size=4, batch_size=4)
+    address = environment_docker.load_balancer(group).address()
+
+    with LoadGenerator(address, rate=100) as load:
+        proc = _start(
+            world,
+            group,
+            "next",
+            "batch_size=1",
+            "max_surge=1",
+            "health.interval=0.3",
+            "health.healthy_threshold=4",
+        )
+        try:
+            # Kill it in the second batch, between launching the new instance and putting it in service.
+            _wait_for(lambda: len(_events(world, group, "launched", "next")) >= 2, 60, "the second launch")
+            os.killpg(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(10)
+        assert proc.returncode == -signal.SIGKILL
+        left = snapshot(group)
+        assert len(left["instances"]) == 5, left  # the killed batch's new instance is still there
+        assert _journal(world, group)["status"] == "running"
+
+        result = engine_rollout(world, group, "next", batch_size=1, max_surge=1)
+    assert result["status"] == "succeeded", result["events"][-5:]
+    assert [e["event"] for e in result["events"]].count("resume") == 1 and len(result["runs"]) == 2
+    assert_converged(group, world.version("next").ref, 4)
+    assert not load.report.failed, load.report.summary()
+    assert load.report.total >= 100
+
+
+def test_a_second_rollout_of_the_same_group_is_refused_while_one_runs(rollout_world):
+    world = rollout_world
+    group = world.group()
+    engine_rollout(world, group, "good", size=2, batch_size=2)
+    proc = _start(world, group, "next", "batch_size=1", "health.warmup=2")
+    try:
+        _wait_for(lambda: _events(world, group, "launch", "next"), 60, "the first roll-out to start")
+        journal_id = _journal(world, group)["id"]
+        with pytest.raises(RolloutLocked, match=f"roll-out of group '{group}' is already running"):
+            engine_rollout(world, group, "next", batch_size=1)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert json.loads(out.strip().splitlines()[-1]) == {"status": "succeeded", "changed": True}, out
+    journal = _journal(world, group)
+    assert journal["id"] == journal_id and journal["status"] == "succeeded"
+    assert_converged(group, world.version("next").ref, 2)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be at least 1"),
+        ({"batch_size": "150%"}, "batch_size 150% is over 100%"),
+        ({"batch_size": 1, "min_healthy_percentage": 101}, "min_healthy_percentage"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_changes(rollout_world, options, message):
+    world = rollout_world
+    group = _shared_group(world)
+    before = snapshot(group)
+    with pytest.raises(RolloutError, match=message):
+        engine_rollout(world, group, "next", **options)
+    assert snapshot(group) == before
+    assert _journal(world, group)["target"] == world.version("good").ref  # no new roll-out recorded
+
+
+def test_an_unknown_group_is_refused_and_nothing_is_created(rollout_world):
+    world = rollout_world
+    group = world.group("nothing")
+    with pytest.raises(RolloutError, match=f"group '{group}' has no instances"):
+        engine_rollout(world, group, "good", batch_size=1)
+    status = environment_docker.status(group)
+    assert status["network"] is None and status["instances"] == [] and status["volumes"] == []
+    assert status["load_balancer"]["status"] == "absent"
+
+
+def test_a_revoked_version_is_refused_before_anything_changes(rollout_world):
+    world = rollout_world
+    group = _shared_group(world)
+    before = snapshot(group)
+    good = world.version("good")
+    with Catalog(world.catalog_path) as catalog:
+        # A hand-registered build of the good image, then revoked: the catalog, not the test, says so.
+        name = catalog.reserve_version("web")
+        catalog.register(dataclasses.replace(good, name=name, fingerprint=f"revoked-{name}"))
+        catalog.revoke(f"web/{name}", reason="reliability test")
+        revoked = catalog.get(f"web/{name}")
+    assert revoked.status == "revoked"
+    world.versions["revoked"] = revoked
+    with pytest.raises(RolloutError, match=f"version web/{name} is revoked"):
+        engine_rollout(world, group, "revoked", batch_size=1)
+    assert snapshot(group) == before
+
+
+def _shared_group(world) -> str:
+    """One small group on the good version for the refusal tests, which must leave it untouched."""
+    if "refusals" not in world.__dict__:
+        group = world.group("refusals")
+        engine_rollout(world, group, "good", size=2, batch_size=2)
+        world.__dict__["refusals"] = group
+    return world.__dict__["refusals"]
