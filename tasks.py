@@ -538,3 +538,31 @@ def report(c, group=None, result=None):
 
 for _observe_task in (status, drift, report):
     ns.add_task(_observe_task)
+
+# --- the local environment: up and down ---------------------------------------------------------------
+
+
+@task(help={"group": "create only this group (default: every host of kiln_groups)"})
+def up(c, group=None):
+    """Create each group's docker network and HAProxy load balancer on 127.0.0.1 (roll-outs add instances)."""
+    _playbook(c, "build", {"kiln_image": "lb"})  # the lb image; skipped when the catalog has this build
+    extra = {"kiln_group": group} if group else {}
+    _playbook(c, "up", extra)
+
+
+@task(
+    help={
+        "group": "remove only this group (default: every host of kiln_groups)",
+        "keep-data": "keep the slots' data volumes",
+    }
+)
+def down(c, group=None, keep_data=False):
+    """Remove each group's instances, load balancer, network and (unless --keep-data) data volumes."""
+    extra: dict = {"kiln_keep_data": keep_data}
+    if group:
+        extra["kiln_group"] = group
+    _playbook(c, "down", extra)
+
+
+ns.add_task(up)
+ns.add_task(down)
