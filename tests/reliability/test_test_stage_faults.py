@@ -1,0 +1,107 @@
+"""The test stage under bad input and faults: clear refusals that record nothing, a candidate that does
+not start, a run stopped by its timeout; no container or volume is left behind.
+
+The candidates here need no build: a version whose Docker image is the base image (its command exits
+at once) stands in for a broken image.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog, Version
+from ansible_collections.kiln.immutable.plugins.module_utils.docker_engine import client, image_id
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+BASE = os.environ.get("KILN_BASE_IMAGE", "kiln/base:bookworm")
+
+
+@pytest.fixture
+def state(tmp_path):
+    """A catalog with web/1, whose image is the base image: it has no web server and exits at once."""
+    with Catalog(str(tmp_path / "catalog.db")) as catalog:
+        catalog.register(
+            Version(
+                image="web",
+                name=catalog.reserve_version("web"),
+                fingerprint=uuid.uuid4().hex,
+                artifacts={"docker": {"image_id": image_id(BASE), "tag": BASE}},
+            )
+        )
+    return tmp_path
+
+
+def invoke_test(state: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(VENV_BIN / "invoke"), "test", *args],
+        cwd=ROOT,
+        env={**os.environ, "INVOKE_KILN_STATE_DIR": str(state), "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def recorded_results(state: Path, ref: str = "web/1") -> list[dict]:
+    with Catalog(str(state / "catalog.db")) as catalog:
+        return catalog.get(ref).tests
+
+
+def leftovers() -> list[str]:
+    engine = client()
+    names = [c.name for c in engine.containers.list(all=True) if c.name.startswith("kiln-test-web-1-")]
+    return names + [v.name for v in engine.volumes.list() if v.name.startswith("kiln-test-web-1-")]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--version", "web/9"], "unknown version web/9"),
+        (["--version", "web/1", "--channel", "dev"], "exactly one of --version"),
+        (["--channel", "prod"], "channel 'prod' of image 'web' points at no version"),
+        (["--version", "web/1", "--scenario", "nope"], "no Molecule scenario 'nope' in"),
+        (
+            ["--version", "web/1", "--scenario", "smoke", "--project-dir", "/nonexistent"],
+            "no Molecule scenario",
+        ),
+    ],
+)
+def test_bad_input_is_refused_before_anything_runs(state, args, message):
+    result = invoke_test(state, *args, timeout=60)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert recorded_results(state) == [] and not (state / "logs").exists()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_candidate_that_does_not_start_fails_the_first_check(state):
+    result = invoke_test(state, "--version", "web/1")
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert (
+        "check failed: Starts: the instance is running with its port published on 127.0.0.1" in result.stderr
+    )
+    assert "exited (exit code 0)" in result.stderr
+    (last,) = recorded_results(state)
+    assert last["passed"] is False and last["details"]["check"].startswith("Starts:")
+    assert Path(last["log_path"]).is_file()
+    assert leftovers() == []
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_run_stopped_by_its_timeout_is_recorded_failed_and_cleaned_up(state):
+    result = invoke_test(state, "--version", "web/1", "--timeout", "4", timeout=120)
+    assert result.returncode == 1
+    assert "timed out after 4s" in result.stderr
+    (last,) = recorded_results(state)
+    assert last["passed"] is False and last["details"]["rc"] is None
+    assert "stopped after the 4s timeout" in Path(last["log_path"]).read_text()
+    assert leftovers() == []
