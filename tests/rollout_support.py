@@ -171,13 +171,20 @@ def run_env(state_dir: Path) -> dict[str, str]:
     return env
 
 
-def playbook(env: dict[str, str], name: str, extra: dict, check: bool = False, timeout: float = 900):
-    """Run ``kiln.immutable.<name>`` with the local inventory; returns the CompletedProcess."""
+def playbook(
+    env: dict[str, str],
+    name: str,
+    extra: dict,
+    check: bool = False,
+    timeout: float = 900,
+    inventory: str | Path | None = None,
+):
+    """Run ``kiln.immutable.<name>`` (default: the local inventory); returns the CompletedProcess."""
     cmd = [
         str(VENV_BIN / "ansible-playbook"),
         f"kiln.immutable.{name}",
         "-i",
-        str(ROOT / "inventories" / "local"),
+        str(inventory or ROOT / "inventories" / "local"),
         "-e",
         json.dumps(extra),
     ]
