@@ -345,8 +345,17 @@ class Rollout:
 
     # ------------------------------------------------------------------ reading state
 
-    def _slots(self, instances: list[Instance]) -> list[int]:
-        slots = {i.slot for i in instances}
+    def _look(self) -> tuple[dict[str, Any] | None, str, bool, list[Instance], list[int]]:
+        """A read-only look at the journal and the group: (journal, phase, resuming, instances, slots)."""
+        journal = read_journal(self.journal_path)
+        phase, resuming = self._decide(journal)
+        instances = self.provider.list_instances(self.group)
+        # A slot emptied just before a crash has no instance any more; the journal still knows it.
+        known = [int(s) for s in (journal or {}).get("before") or {}] if resuming else []
+        return journal, phase, resuming, instances, self._slots(instances, known)
+
+    def _slots(self, instances: list[Instance], known: list[int]) -> list[int]:
+        slots = {i.slot for i in instances} | set(known)
         if self.options.size:
             slots |= set(range(self.options.size))
         if not slots:
@@ -388,10 +397,7 @@ class Rollout:
 
     def plan(self) -> dict[str, Any]:
         """What a run would do, computed from actual state; changes nothing and takes no lock."""
-        journal = read_journal(self.journal_path)
-        phase, resuming = self._decide(journal)
-        instances = self.provider.list_instances(self.group)
-        slots = self._slots(instances)
+        journal, phase, resuming, instances, slots = self._look()
         limits = validate(self.options, len(slots))
         states = self._lb_states()
         by_slot = _by_slot(instances)
@@ -446,7 +452,7 @@ class Rollout:
 
     def run(self) -> dict[str, Any]:
         # Refuse what can be refused from a read-only look before taking the lock or writing anything.
-        validate(self.options, len(self._slots(self.provider.list_instances(self.group))))
+        validate(self.options, len(self._look()[4]))
         self.lock.acquire()
         try:
             return self._run_locked()
@@ -460,10 +466,7 @@ class Rollout:
             self.lock.release()
 
     def _run_locked(self) -> dict[str, Any]:
-        previous = read_journal(self.journal_path)
-        phase, resuming = self._decide(previous)
-        instances = self.provider.list_instances(self.group)
-        slots = self._slots(instances)
+        previous, phase, resuming, instances, slots = self._look()
         self.limits = validate(self.options, len(slots))
         if resuming:
             doc = previous
