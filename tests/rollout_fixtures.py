@@ -21,7 +21,7 @@ from ansible_collections.kiln.immutable.plugins.module_utils import docker_engin
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog, Version
 from ansible_collections.kiln.immutable.plugins.module_utils.health import HealthCheck, Prober
 from ansible_collections.kiln.immutable.plugins.module_utils.rollout import Rollout, RolloutOptions
-from rollout_support import ROOT, playbook, run_env, unique
+from rollout_support import build_version, run_env, unique
 
 # Fast probes: the sample image answers within a second of its start.
 TEST_HEALTH = {
@@ -60,14 +60,10 @@ class RolloutWorld:
 
 
 def _build(env: dict[str, str], image: str, variables: dict[str, str], force: bool = False) -> Version:
-    """Bake one version with kiln's build playbook; the newest version of ``image`` is the result."""
-    run = playbook(env, "build", {"kiln_image": image, "kiln_force": force, "kiln_variables": variables})
-    if run.returncode != 0:
-        pytest.fail(
-            f"kiln build of {image} failed (rc {run.returncode}):\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}"
-        )
-    with Catalog(env["KILN_CATALOG"]) as catalog:
-        return catalog.list_versions(image, limit=1)[0]
+    try:
+        return build_version(env, image, variables, force)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -150,6 +146,3 @@ def assert_converged(group: str, version: str, size: int) -> dict[str, Any]:
     names = {name for name, *_ in snap["instances"]}
     assert snap["servers"] == dict.fromkeys(names, "ready"), snap
     return snap
-
-
-__all__ = ["ROOT", "RolloutWorld", "assert_converged", "engine_rollout", "rollout_world", "snapshot"]

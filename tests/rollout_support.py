@@ -195,6 +195,20 @@ def playbook(
     )
 
 
+def build_version(env: dict[str, str], image: str, variables: dict[str, str], force: bool = False):
+    """Bake one version with kiln's build playbook and return it (the newest version of ``image``)."""
+    sys.path.insert(0, str(ROOT / "collections"))
+    from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
+
+    run = playbook(env, "build", {"kiln_image": image, "kiln_force": force, "kiln_variables": variables})
+    if run.returncode != 0:
+        raise RuntimeError(
+            f"kiln build of {image} failed (rc {run.returncode}):\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}"
+        )
+    with Catalog(env["KILN_CATALOG"]) as catalog:
+        return catalog.list_versions(image, limit=1)[0]
+
+
 def task_results(run: subprocess.CompletedProcess) -> list[dict]:
     """Every task result of a run with the json callback, in order, as {task, host, result}."""
     try:
