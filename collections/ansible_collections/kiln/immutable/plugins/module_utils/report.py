@@ -434,7 +434,7 @@ def render_svg(tl: Timeline) -> str:
 
     # instances in service, stacked by version
     chart_h = 90
-    peak = max([sum(c.values()) for _, c in tl.in_service] + [1])
+    peak = max([sum(counts.values()) for _t, counts in tl.in_service] + [1])
     parts.append(f'<text x="{LEFT - 8}" y="{y + 10}" text-anchor="end" class="small">in service</text>')
     parts.append(f'<text x="{LEFT - 8}" y="{y + 24}" text-anchor="end" class="tiny">(by version)</text>')
     base = y + chart_h
@@ -442,7 +442,7 @@ def render_svg(tl: Timeline) -> str:
     for ref in reversed(tl.versions):
         below = tl.versions[tl.versions.index(ref) + 1 :]
         top_pts, bottom_pts = [], []
-        for (t, counts), (t_next, _) in zip(steps, steps[1:], strict=False):
+        for (t, counts), (t_next, _next) in zip(steps, steps[1:], strict=False):
             low = sum(counts.get(v, 0) for v in below)
             high = low + counts.get(ref, 0)
             for tt in (t, t_next):
