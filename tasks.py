@@ -302,11 +302,11 @@ def _run_test(c, *, scenario=None, project_dir=None, timeout=None, **target):
         "scenario": "the Molecule scenario to run (default: image)",
         "project-dir": "where your own scenario lives: a collection root (extensions/molecule/<scenario>) "
         "or a project (molecule/<scenario>); default: kiln's collection",
-        "skip-tested": "reuse the recorded result when the version was already tested with the scenario",
+        "skip-passed": "reuse the recorded pass when the version already passed the scenario",
         "timeout": "seconds Molecule may run before it is stopped (default 900)",
     }
 )
-def test(c, version=None, channel=None, image=None, scenario=None, project_dir=None, skip_tested=False,
+def test(c, version=None, channel=None, image=None, scenario=None, project_dir=None, skip_passed=False,
          timeout=None):
     """Start one version with Molecule, verify it as a user would, and record the result in the catalog."""
     if bool(version) == bool(channel):
@@ -320,7 +320,7 @@ def test(c, version=None, channel=None, image=None, scenario=None, project_dir=N
             scenario=scenario,
             project_dir=project_dir,
             timeout=timeout,
-            skip_tested=skip_tested,
+            skip_passed=skip_passed,
         )
     except _utils("common").KilnError as exc:
         raise Exit(f"kiln: {exc}") from exc
@@ -367,7 +367,7 @@ def _pipeline_promote(c, ref: str, channel: str) -> tuple[bool, str]:
     if not move.changed:
         return False, f"{image}@{channel} is already on {ref}"
     try:
-        promote(c, version=ref, channel=channel, reason=f"pipeline: {ref} passed its test")
+        promote(c, version=ref, channel=channel, reason="invoke pipeline")
     except Exit as exc:
         raise pipeline.StageFailed(f"promoting {ref} to {channel} failed (see the output above)") from exc
     return True, f"{image}@{channel}: {move.before or 'nothing'} -> {ref}"
@@ -399,7 +399,7 @@ def _pipeline_rollout(c, channel: str, group: str) -> tuple[bool, str]:
         "image": "the image to take through the pipeline (default: web)",
         "var": "a Packer variable for the build as key=value; repeat for several",
         "force": "build even when an identical version is in the catalog",
-        "retest": "test again even when the version already has a recorded result",
+        "retest": "test again even when the version already passed its test",
     },
 )
 def pipeline(c, image=None, var=None, force=False, retest=False):
@@ -415,7 +415,7 @@ def pipeline(c, image=None, var=None, force=False, retest=False):
         return fresh, f"{built['ref']} " + ("built" if fresh else "(nothing changed since it was built)")
 
     def test_stage():
-        outcome = _run_test(c, version=built["ref"], skip_tested=not retest)
+        outcome = _run_test(c, version=built["ref"], skip_passed=not retest)
         if not outcome.passed:
             raise stages_mod.StageFailed(outcome.summary())
         return not outcome.skipped, outcome.summary()

@@ -169,21 +169,28 @@ def test_a_failed_check_is_recorded_with_its_name(catalog, fake_molecule, tmp_pa
     assert os.listdir(tmp_path / "state" / "tests") == []
 
 
-def test_skip_tested_reuses_the_result_of_the_same_scenario_only(catalog, fake_molecule, tmp_path):
+def test_skip_passed_reuses_a_pass_of_the_same_scenario_only(catalog, fake_molecule, tmp_path, monkeypatch):
     state = str(tmp_path / "state")
     first = run_image_test(catalog, version="web/1", project_dir=fake_molecule, state_dir=state)
     again = run_image_test(
-        catalog, version="web/1", project_dir=fake_molecule, state_dir=state, skip_tested=True
+        catalog, version="web/1", project_dir=fake_molecule, state_dir=state, skip_passed=True
     )
     assert first.passed and again.passed and again.skipped and not first.skipped
     assert again.log_path == first.log_path and len(catalog.get("web/1").tests) == 1
     assert "not run again" in again.summary()
-    # a result of another scenario does not count as tested with this one
+    # a pass of another scenario does not count as a pass of this one
     catalog.record_test("web/2", passed=True, details={"scenario": "smoke"})
-    fresh = run_image_test(
-        catalog, version="web/2", project_dir=fake_molecule, state_dir=state, skip_tested=True
+    monkeypatch.setenv("FAKE_RC", "2")
+    failed = run_image_test(
+        catalog, version="web/2", project_dir=fake_molecule, state_dir=state, skip_passed=True
     )
-    assert not fresh.skipped and len(catalog.get("web/2").tests) == 2
+    assert not failed.skipped and not failed.passed and len(catalog.get("web/2").tests) == 2
+    # a failure is not "done": the next run tests again
+    monkeypatch.setenv("FAKE_RC", "0")
+    retried = run_image_test(
+        catalog, version="web/2", project_dir=fake_molecule, state_dir=state, skip_passed=True
+    )
+    assert not retried.skipped and retried.passed and len(catalog.get("web/2").tests) == 3
 
 
 def test_check_mode_and_a_missing_scenario_run_and_record_nothing(catalog, fake_molecule, tmp_path):

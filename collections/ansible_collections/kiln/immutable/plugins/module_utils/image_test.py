@@ -316,39 +316,35 @@ def run_image_test(
     project_dir: str,
     state_dir: str,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-    skip_tested: bool = False,
+    skip_passed: bool = False,
     check_mode: bool = False,
     on_line: Callable[[str], None] | None = None,
 ) -> TestOutcome:
     """Test one version with a Molecule scenario and record the result on it.
 
-    With ``skip_tested`` a version that already has a result for ``scenario`` is not run again;
-    that result is returned (``skipped``). In check mode nothing runs and nothing is recorded.
+    With ``skip_passed`` a version whose newest result for ``scenario`` is a pass is not run again;
+    that result is returned (``skipped``); a failed one is tested again. In check mode nothing runs
+    and nothing is recorded.
     """
     cand = candidate(catalog, version=version, channel=channel, image=image)
-    scenario_dir = os.path.join(project_dir, "extensions", "molecule", scenario)
-    legacy_dir = os.path.join(project_dir, "molecule", scenario)
-    if not any(os.path.isfile(os.path.join(d, "molecule.yml")) for d in (scenario_dir, legacy_dir)):
+    layouts = (os.path.join("extensions", "molecule", scenario), os.path.join("molecule", scenario))
+    if not any(os.path.isfile(os.path.join(project_dir, d, "molecule.yml")) for d in layouts):
         raise ImageTestError(
             f"no Molecule scenario {scenario!r} in {project_dir} "
             f"(looked for extensions/molecule/{scenario}/molecule.yml and molecule/{scenario}/molecule.yml)"
         )
-    if skip_tested:
-        earlier = previous_result(catalog, cand.ref, scenario)
-        if earlier is not None:
-            details = earlier.get("details") or {}
-            return TestOutcome(
-                ref=cand.ref,
-                scenario=scenario,
-                passed=bool(earlier.get("passed")),
-                duration_s=float(earlier.get("duration_s") or 0.0),
-                log_path=earlier.get("log_path"),
-                check=details.get("check"),
-                msg=details.get("msg"),
-                rc=details.get("rc"),
-                skipped=True,
-                recorded_at=earlier.get("at"),
-            )
+    earlier = previous_result(catalog, cand.ref, scenario) if skip_passed else None
+    if earlier is not None and earlier.get("passed"):
+        return TestOutcome(
+            ref=cand.ref,
+            scenario=scenario,
+            passed=True,
+            duration_s=float(earlier.get("duration_s") or 0.0),
+            log_path=earlier.get("log_path"),
+            rc=(earlier.get("details") or {}).get("rc"),
+            skipped=True,
+            recorded_at=earlier.get("at"),
+        )
     if check_mode:
         return TestOutcome(ref=cand.ref, scenario=scenario, passed=True, duration_s=0.0, log_path=None)
 

@@ -35,7 +35,7 @@ attributes:
   idempotent:
     support: partial
     details:
-      - With O(skip_tested=true) a version already tested with the scenario is not tested again.
+      - With O(skip_passed=true) a version that passed the scenario is not tested again.
       - Otherwise each run records a new result.
 options:
   version:
@@ -63,9 +63,10 @@ options:
       - Folder for the test log (C(logs/)) and the run's working files.
       - When not set, E(KILN_STATE_DIR), else C(.kiln) in the current folder.
     type: path
-  skip_tested:
+  skip_passed:
     description:
-      - Do not test a version that already has a recorded result for O(scenario); return that result.
+      - Do not test a version whose newest result for O(scenario) is a pass; return that result.
+      - A version whose newest result is a failure is tested again.
       - The pipeline uses this so that running it again tests nothing again.
     type: bool
     default: false
@@ -89,7 +90,7 @@ EXAMPLES = r"""
   kiln.immutable.image_test:
     image: web
     channel: dev
-    skip_tested: true
+    skip_passed: true
     project_dir: "{{ kiln_collection_dir }}"
   register: kiln_tested
 
@@ -123,7 +124,7 @@ passed:
   returned: always
   type: bool
 skipped_run:
-  description: True when an earlier result was reused (O(skip_tested)) and nothing ran.
+  description: True when an earlier result was reused (O(skip_passed)) and nothing ran.
   returned: always
   type: bool
 duration_s:
@@ -168,7 +169,7 @@ def main() -> None:
             scenario=dict(type="str", default="image"),
             project_dir=dict(type="path", required=True),
             state_dir=dict(type="path"),
-            skip_tested=dict(type="bool", default=False),
+            skip_passed=dict(type="bool", default=False),
             timeout=dict(type="float", default=900),
             fail_on_failure=dict(type="bool", default=True),
             catalog=dict(type="path"),
@@ -192,7 +193,7 @@ def main() -> None:
                 project_dir=p["project_dir"],
                 state_dir=p["state_dir"] or state_dir(),
                 timeout_s=p["timeout"],
-                skip_tested=p["skip_tested"],
+                skip_passed=p["skip_passed"],
                 check_mode=module.check_mode,
             )
     except KilnError as exc:
