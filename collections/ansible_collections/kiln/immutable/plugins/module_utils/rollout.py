@@ -308,7 +308,11 @@ def _brief(instance: Instance | None) -> dict[str, Any] | None:
 
 
 class Rollout:
-    """One roll-out of ``group`` to ``target`` (a catalog Version)."""
+    """One roll-out of ``group`` to ``target`` (a catalog Version).
+
+    ``resolve_version(ref)`` looks up the Version of a ref (``Catalog.get``); it is only called on
+    the thread that calls :meth:`run`. ``on_event`` sees every journal event as it happens.
+    """
 
     def __init__(
         self,
@@ -680,6 +684,13 @@ class Rollout:
                     f"{self.limits.min_in_service} instances in service (min_healthy_percentage "
                     f"{self.options.min_healthy_percentage}, max_surge {self.options.max_surge})"
                 )
+            # Versions a failed slot may be restored to are looked up here, on the calling thread:
+            # resolve_version may be a catalog bound to one thread (SQLite).
+            for slot, _mode in wave:
+                old = self.current.get(slot)
+                if old is not None:
+                    with contextlib.suppress(Exception):  # unknown: the restore reports it
+                        self._version(old.version)
             workers = min(len(wave), self.options.parallel or len(wave))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kiln-slot") as pool:
                 results = list(

@@ -1,0 +1,352 @@
+#!/usr/bin/python
+# Copyright: kiln developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: rolling_replace
+short_description: Replace a group's instances with an image version in rolling batches, rolling back on failure
+version_added: 0.1.0
+description:
+  - Replaces every instance of a group with the catalog version O(version), or the one O(channel) of
+    O(image) points at, batch by batch behind the group's load balancer. A new instance takes traffic only
+    once its health probe passes; the old one is drained before it stops.
+  - Batches come from O(batch_size), like Ansible's C(serial). With O(max_surge), new instances start next
+    to the old ones; otherwise old ones are replaced in place while at least O(min_healthy_percentage) of
+    the group stays in service.
+  - Instances already on the target version are skipped. Launches within a batch run in parallel.
+  - When more than O(max_failures) slots fail their health checks, the roll-out stops and, unless
+    O(auto_rollback=false), puts the previous version back in every slot it touched.
+  - A journal under C(<state dir>/rollouts/<group>/) is written after every step; running the module again
+    after the process was killed resumes the roll-out and ends converged. A lock per group refuses a second
+    roll-out of the group while one runs. The result is also written there as C(<id>.json), and each event
+    is appended to C(progress.log) as it happens.
+  - In check mode, returns the plan (batches, instances, versions) and changes nothing.
+author:
+  - kiln developers (@kiln)
+extends_documentation_fragment:
+  - kiln.immutable.attributes
+  - kiln.immutable.attributes.actiongroup_kiln
+  - kiln.immutable.catalog
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details:
+      - The diff maps each replaced slot to its version before and after.
+  idempotent:
+    support: full
+options:
+  group:
+    description: The group of instances, for example C(web-prod).
+    type: str
+    required: true
+  version:
+    description: The catalog version to roll out, like C(web/7). Mutually exclusive with O(channel).
+    type: str
+  channel:
+    description: Roll out the version this channel of O(image) points at. Mutually exclusive with O(version).
+    type: str
+  image:
+    description: The catalog image of O(channel), like C(web).
+    type: str
+  size:
+    description:
+      - How many instances the group should have (slots C(0) to C(size - 1)); empty slots are filled.
+      - When not set, the slots the group has now.
+    type: int
+  batch_size:
+    description:
+      - Instances replaced per batch, like Ansible's C(serial) - a number, a percentage of the group like
+        C("25%"), or a list like C([1, "50%", "100%"]) whose last entry repeats.
+    type: raw
+    default: 1
+  max_surge:
+    description:
+      - How many new instances may run on top of the group's size at once, a number or a percentage.
+      - When not set, a whole batch starts before its old instances are drained.
+    type: raw
+  min_healthy_percentage:
+    description: Share of the group that stays in service during the roll-out (0 to 100).
+    type: int
+    default: 100
+  max_failures:
+    description: Failed slots tolerated before the roll-out stops, a number or a percentage of the group.
+    type: raw
+    default: 0
+  auto_rollback:
+    description: When the roll-out stops, put the previous version back in every slot it replaced.
+    type: bool
+    default: true
+  checkpoints:
+    description:
+      - Percentages of the group after which the roll-out pauses, like C([50]).
+      - With O(checkpoint_delay=0) it returns with RV(status=paused); the next run goes on.
+    type: list
+    elements: int
+    default: []
+  checkpoint_delay:
+    description: Seconds to wait at a checkpoint before going on; C(0) pauses until the next run.
+    type: float
+    default: 0
+  drain_timeout:
+    description: Seconds to wait for a drained instance's sessions to end before it is stopped.
+    type: float
+    default: 30
+  parallel:
+    description: At most this many slots of a batch are replaced at once. When not set, the whole batch.
+    type: int
+  health:
+    description: The health probe of a new instance, against its probe address on 127.0.0.1.
+    type: dict
+    default: {}
+    suboptions:
+      type:
+        description: C(http) (GET O(health.path), expect O(health.status)), C(tcp) (connect) or C(command).
+        type: str
+        choices: [http, tcp, command]
+        default: http
+      path:
+        description: The HTTP path.
+        type: str
+        default: /healthz
+      status:
+        description: HTTP status codes that mean healthy.
+        type: list
+        elements: int
+        default: [200]
+      command:
+        description:
+          - A command run on the controller; exit code 0 means healthy. C({address}), C({host}), C({port}),
+            C({name}) and C({id}) are replaced by the instance's.
+        type: list
+        elements: str
+        default: []
+      interval:
+        description: Seconds between probes.
+        type: float
+        default: 1.0
+      timeout:
+        description: Seconds one probe may take.
+        type: float
+        default: 2.0
+      healthy_threshold:
+        description: Consecutive passing probes to be healthy.
+        type: int
+        default: 2
+      unhealthy_threshold:
+        description:
+          - Consecutive wrong answers (an HTTP status not in O(health.status), a failing command) to be
+            unhealthy; C(0) waits for O(health.deadline). No answer at all only counts towards the deadline.
+        type: int
+        default: 3
+      warmup:
+        description: Seconds after launch before the first probe.
+        type: float
+        default: 0
+      deadline:
+        description: Seconds from launch to become healthy.
+        type: float
+        default: 60
+  provider:
+    description: What starts and stops instances.
+    type: str
+    choices: [docker]
+    default: docker
+  provider_options:
+    description:
+      - Options of the provider. Docker - C(port) (the app's port in the container), C(bind), C(data_path),
+        C(tmpfs_size), C(stop_timeout), C(memory).
+    type: dict
+    default: {}
+  load_balancer:
+    description: The group's load balancer; C(none) replaces instances without one.
+    type: str
+    choices: [haproxy, none]
+    default: haproxy
+  load_balancer_options:
+    description:
+      - Options of the load balancer. HAProxy - C(port) (on 127.0.0.1), C(image), C(bind), C(health_path),
+        C(check_interval).
+    type: dict
+    default: {}
+notes:
+  - The docker provider needs the Docker SDK for Python and a running Docker engine on the controller.
+  - The group's network and load balancer are created on the first roll-out when missing.
+  - A revoked version, an unknown channel or version, a batch size of 0 or a percentage over 100 are refused
+    before anything changes.
+seealso:
+  - module: kiln.immutable.image_channel
+  - module: kiln.immutable.docker_group
+"""
+
+EXAMPLES = r"""
+- name: Roll web-prod out to what the prod channel points at, two at a time
+  kiln.immutable.rolling_replace:
+    group: web-prod
+    image: web
+    channel: prod
+    size: 4
+    batch_size: 2
+    max_surge: 2
+    load_balancer_options:
+      port: 8082
+
+- name: Show the plan only
+  kiln.immutable.rolling_replace:
+    group: web-prod
+    version: web/7
+  check_mode: true
+  register: plan
+
+- name: Canary first, then halves; pause after 50% for a look, tolerate no failure
+  kiln.immutable.rolling_replace:
+    group: web-prod
+    version: web/7
+    batch_size: [1, "50%"]
+    checkpoints: [50]
+    health:
+      path: /healthz
+      interval: 0.5
+      healthy_threshold: 2
+"""
+
+RETURN = r"""
+status:
+  description:
+    - C(succeeded), C(partial) (failures within O(max_failures); those slots keep their version),
+      C(paused) (at a checkpoint), C(rolled_back), C(failed), or C(planned) in check mode.
+  returned: always
+  type: str
+  sample: succeeded
+target:
+  description: The version rolled out.
+  returned: always
+  type: str
+  sample: web/7
+plan:
+  description: In check mode, the batches with each slot's instance and versions.
+  returned: check mode
+  type: dict
+  sample:
+    batches:
+      - index: 0
+        slots: [{slot: 0, instance: kiln-web-prod-0-3fa2c1, from: web/6, to: web/7}]
+    skipped: [2, 3]
+    min_in_service: 4
+id:
+  description: The roll-out's id; its result is RV(result_path).
+  returned: when not in check mode
+  type: str
+  sample: 20250101T120000-3fa2c1
+batches:
+  description: Every batch with its slots, timings and, per slot, old and new instance, health and outcome.
+  returned: when not in check mode
+  type: list
+  elements: dict
+  sample:
+    - index: 0
+      phase: forward
+      slots: [0, 1]
+      duration_s: 3.2
+      outcome: ok
+      instances:
+        - slot: 0
+          mode: surge
+          outcome: replaced
+          old: {name: kiln-web-prod-0-3fa2c1, version: web/6}
+          new: {name: kiln-web-prod-0-9b1e07, version: web/7}
+          health: {healthy: true, attempts: 2, duration_s: 1.1}
+events:
+  description: Timestamped events (launch, healthy, enabled, drain, terminated, rollback, ...), for a timeline.
+  returned: when not in check mode
+  type: list
+  elements: dict
+before:
+  description: Slot -> version before the roll-out.
+  returned: when not in check mode
+  type: dict
+after:
+  description: Slot -> version after the roll-out.
+  returned: when not in check mode
+  type: dict
+failed_slots:
+  description: Slots whose new instance failed.
+  returned: when not in check mode
+  type: list
+  elements: int
+result_path:
+  description: The result written as JSON.
+  returned: when not in check mode
+  type: str
+duration_s:
+  description: Seconds from the roll-out's start to its end (across resumed runs).
+  returned: when not in check mode
+  type: float
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.immutable.plugins.module_utils import rollout_backends
+from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError
+
+HEALTH_SPEC = dict(
+    type=dict(type="str", choices=["http", "tcp", "command"], default="http"),
+    path=dict(type="str", default="/healthz"),
+    status=dict(type="list", elements="int", default=[200]),
+    command=dict(type="list", elements="str", default=[]),
+    interval=dict(type="float", default=1.0),
+    timeout=dict(type="float", default=2.0),
+    healthy_threshold=dict(type="int", default=2),
+    unhealthy_threshold=dict(type="int", default=3),
+    warmup=dict(type="float", default=0),
+    deadline=dict(type="float", default=60),
+)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            group=dict(type="str", required=True),
+            version=dict(type="str"),
+            channel=dict(type="str"),
+            image=dict(type="str"),
+            catalog=dict(type="path"),
+            size=dict(type="int"),
+            batch_size=dict(type="raw", default=1),
+            max_surge=dict(type="raw"),
+            min_healthy_percentage=dict(type="int", default=100),
+            max_failures=dict(type="raw", default=0),
+            auto_rollback=dict(type="bool", default=True),
+            checkpoints=dict(type="list", elements="int", default=[]),
+            checkpoint_delay=dict(type="float", default=0),
+            drain_timeout=dict(type="float", default=30),
+            parallel=dict(type="int"),
+            health=dict(type="dict", default={}, options=HEALTH_SPEC),
+            provider=dict(type="str", choices=["docker"], default="docker"),
+            provider_options=dict(type="dict", default={}),
+            load_balancer=dict(type="str", choices=["haproxy", "none"], default="haproxy"),
+            load_balancer_options=dict(type="dict", default={}),
+        ),
+        mutually_exclusive=[("version", "channel")],
+        required_one_of=[("version", "channel")],
+        required_by={"channel": "image"},
+        supports_check_mode=True,
+    )
+    try:
+        result = rollout_backends.execute(module.params, check=module.check_mode)
+    except KilnError as exc:
+        module.fail_json(**exc.fail_kwargs())
+    if not module._diff:
+        result.pop("diff", None)
+    message = rollout_backends.failure_message(result)
+    if message:
+        module.fail_json(msg=message, **result)
+    if result["status"] == "partial":
+        module.warn(f"slot(s) {result['failed_slots']} kept their previous version: their new instance failed")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
