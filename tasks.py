@@ -377,6 +377,12 @@ def _pipeline_promote_built(c, built: dict, channel: str) -> tuple[bool, str]:
     return _pipeline_promote(c, built["ref"], channel)
 
 
+def _group_instances(group: str) -> list[tuple[str, str]]:
+    """(instance id, version) of each instance of a group on the local Docker provider."""
+    provider = _utils("provider_docker").DockerProvider()
+    return sorted((i.id, i.version) for i in provider.list_instances(group))
+
+
 def _pipeline_rollout(c, channel: str, group: str) -> tuple[bool, str]:
     """Roll ``group`` out to what ``channel`` points at, with the roll-out stage's own task."""
     pipeline = _utils("pipeline")
@@ -386,11 +392,16 @@ def _pipeline_rollout(c, channel: str, group: str) -> tuple[bool, str]:
             f"the roll-out stage (invoke rollout) is not available yet: stopped after promotion; "
             f"group {group} was not rolled out"
         )
+    before = _group_instances(group)
     try:
         rollout(c, channel=channel, group=group)
     except Exit as exc:
         raise pipeline.StageFailed(f"the roll-out of {group} failed: {exc.message or exc}") from exc
-    return True, f"{group} runs what {channel} points at"
+    after = _group_instances(group)
+    versions = ", ".join(sorted({version for _, version in after})) or "nothing"
+    if after == before:
+        return False, f"{group} already runs {versions} ({len(after)} instances)"
+    return True, f"{group} runs {versions} ({len(after)} instances)"
 
 
 @task(
