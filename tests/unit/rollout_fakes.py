@@ -198,8 +198,8 @@ class FakeLoadBalancer:
             return dict(self.world.servers)
 
 
-def fake_prober(world: World, **overrides) -> Prober:
-    """A prober whose probe asks the fake world: a running instance of a good version answers 200."""
+def fake_probe(world: World):
+    """A probe that asks the fake world: a running instance of a good version answers 200."""
 
     def probe(check: HealthCheck, instance: Instance) -> ProbeResult:
         with world.lock:
@@ -210,6 +210,11 @@ def fake_prober(world: World, **overrides) -> Prober:
             return ProbeResult(False, True, "GET /healthz -> 503")
         return ProbeResult(True, True, "GET /healthz -> 200")
 
+    return probe
+
+
+def fake_prober(world: World, **overrides) -> Prober:
+    """A fast prober over :func:`fake_probe`."""
     options = {"interval": 0.001, "healthy_threshold": 1, "unhealthy_threshold": 2, "deadline": 2.0}
     options.update(overrides)
-    return Prober(HealthCheck(**options), probe=probe)
+    return Prober(HealthCheck(**options), probe=fake_probe(world))

@@ -1,4 +1,4 @@
-"""The roll-out engine against a fake provider and load balancer: capacity, surge, failures, rollback, lock."""
+"""The roll-out engine against a fake provider and load balancer: capacity, surge, rollback, lock."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ import subprocess
 import sys
 
 import pytest
-from rollout_fakes import FakeLoadBalancer, FakeProvider, FakeVersion, World, fake_prober
-
 from ansible_collections.kiln.immutable.plugins.module_utils.rollout import (
     GroupLock,
     Rollout,
     RolloutLocked,
     RolloutOptions,
 )
+from rollout_fakes import FakeLoadBalancer, FakeProvider, FakeVersion, World, fake_prober
 
 V1, V2 = FakeVersion("web", "1"), FakeVersion("web", "2")
 VERSIONS = {v.ref: v for v in (V1, V2)}
@@ -143,9 +142,19 @@ def test_failure_in_a_later_batch_rolls_back_the_replaced_slots(world, tmp_path)
     world.assert_converged(4, "web/1")
     assert world.min_ready == 4
     phases = [(b["phase"], b["slots"]) for b in result["batches"]]
-    assert phases == [("forward", [0]), ("forward", [1]), ("forward", [2]), ("rollback", [0]), ("rollback", [1])]
-    assert all(i["outcome"] == "replaced" for b in result["batches"] if b["phase"] == "rollback"
-               for i in b["instances"])
+    assert phases == [
+        ("forward", [0]),
+        ("forward", [1]),
+        ("forward", [2]),
+        ("rollback", [0]),
+        ("rollback", [1]),
+    ]
+    assert all(
+        i["outcome"] == "replaced"
+        for b in result["batches"]
+        if b["phase"] == "rollback"
+        for i in b["instances"]
+    )
 
 
 def test_failures_up_to_the_threshold_are_tolerated(world, tmp_path):
@@ -173,8 +182,9 @@ def test_without_auto_rollback_it_stops_and_keeps_capacity(world, tmp_path):
 
 def test_failed_in_place_replacement_puts_the_old_version_back(world, tmp_path):
     world.bad_versions.add("web/2")
-    result = rollout(world, tmp_path, batch_size=1, max_surge=0, min_healthy_percentage=75,
-                     auto_rollback=False).run()
+    result = rollout(
+        world, tmp_path, batch_size=1, max_surge=0, min_healthy_percentage=75, auto_rollback=False
+    ).run()
     assert result["status"] == "failed"
     world.assert_converged(4, "web/1")
     assert world.min_ready == 3
@@ -219,7 +229,9 @@ def test_a_second_roll_out_of_the_group_is_refused_while_one_runs(world, tmp_pat
     holder = GroupLock(str(tmp_path / world.group / "lock"), world.group)
     holder.acquire()
     try:
-        with pytest.raises(RolloutLocked, match=f"a roll-out of group '{world.group}' is already running .*pid"):
+        with pytest.raises(
+            RolloutLocked, match=f"a roll-out of group '{world.group}' is already running .*pid"
+        ):
             rollout(world, tmp_path).run()
         assert world.mutations() == []
     finally:

@@ -1,12 +1,10 @@
-"""Batch planning and input validation: what is refused, and how batches, surge and min healthy are computed."""
+"""Batch planning and input validation: what is refused; how batches, surge and min healthy are computed."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
-from rollout_fakes import FakeLoadBalancer, FakeProvider, FakeVersion, World, fake_prober
-
 from ansible_collections.kiln.immutable.plugins.module_utils.rollout import (
     Rollout,
     RolloutError,
@@ -15,6 +13,7 @@ from ansible_collections.kiln.immutable.plugins.module_utils.rollout import (
     plan_batches,
     validate,
 )
+from rollout_fakes import FakeLoadBalancer, FakeProvider, FakeVersion, World, fake_prober
 
 V1, V2 = FakeVersion("web", "1"), FakeVersion("web", "2")
 

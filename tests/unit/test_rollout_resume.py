@@ -1,4 +1,4 @@
-"""Resume: the roll-out process dies at every step (before or after the change lands); a re-run ends converged.
+"""Resume: the roll-out dies at every step (before or after the change lands); a re-run ends converged.
 
 A :class:`Crash` is a BaseException, like SIGKILL it is not handled as a slot failure: the journal
 stays as the last step left it and the group may hold two instances in a slot, a server in
@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from rollout_fakes import Crash, FakeLoadBalancer, FakeProvider, FakeVersion, World, fake_prober
-
-from ansible_collections.kiln.immutable.plugins.module_utils.rollout import Rollout, RolloutError, RolloutOptions
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout import (
+    Rollout,
+    RolloutError,
+    RolloutOptions,
+)
 from ansible_collections.kiln.immutable.plugins.module_utils.rollout_types import SERVER_MAINT, Instance
+from rollout_fakes import Crash, FakeLoadBalancer, FakeProvider, FakeVersion, World, fake_prober
 
 V1, V2, V3 = FakeVersion("web", "1"), FakeVersion("web", "2"), FakeVersion("web", "3")
 VERSIONS = {v.ref: v for v in (V1, V2, V3)}
@@ -22,9 +25,16 @@ OPTIONS = {"batch_size": 2, "max_surge": 1, "min_healthy_percentage": 50}  # sur
 
 
 def rollout(world: World, tmp_path, target=V2, **options) -> Rollout:
-    return Rollout(world.group, target, FakeProvider(world), FakeLoadBalancer(world), fake_prober(world),
-                   RolloutOptions(**{**OPTIONS, **options}), resolve_version=VERSIONS.__getitem__,
-                   root=str(tmp_path))
+    return Rollout(
+        world.group,
+        target,
+        FakeProvider(world),
+        FakeLoadBalancer(world),
+        fake_prober(world),
+        RolloutOptions(**{**OPTIONS, **options}),
+        resolve_version=VERSIONS.__getitem__,
+        root=str(tmp_path),
+    )
 
 
 def steps_of_a_clean_run(bad: bool) -> int:

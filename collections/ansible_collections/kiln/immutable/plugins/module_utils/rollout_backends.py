@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from .catalog import Catalog, CatalogError
-from .health import HealthCheck, Prober
+from .health import HealthCheck, Prober, probe_once
 from .rollout import NullLoadBalancer, Rollout, RolloutError, RolloutOptions, check_deployable
 
 PROVIDERS = ("docker",)
@@ -103,8 +103,9 @@ def execute(
             )
             load_balancer = load_balancer or built_lb
         # Journal, lock and results live in common.state_dir() ($KILN_STATE_DIR), like the load balancer's.
+        prober = Prober(check_health, probe=probe_once)
         rollout = Rollout(
-            group, target, provider, load_balancer, Prober(check_health), options, resolve_version=catalog.get
+            group, target, provider, load_balancer, prober, options, resolve_version=catalog.get
         )
         if check:
             plan = rollout.plan()

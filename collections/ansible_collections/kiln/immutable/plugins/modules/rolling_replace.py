@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: rolling_replace
-short_description: Replace a group's instances with an image version in rolling batches, rolling back on failure
+short_description: Replace a group's instances with an image version in rolling batches
 version_added: 0.1.0
 description:
   - Replaces every instance of a group with the catalog version O(version), or the one O(channel) of
@@ -260,7 +260,7 @@ batches:
           new: {name: kiln-web-prod-0-9b1e07, version: web/7}
           health: {healthy: true, attempts: 2, duration_s: 1.1}
 events:
-  description: Timestamped events (launch, healthy, enabled, drain, terminated, rollback, ...), for a timeline.
+  description: Timestamped events (launch, healthy, enabled, drain, terminated, rollback...) for a timeline.
   returned: when not in check mode
   type: list
   elements: dict
@@ -344,7 +344,7 @@ def main() -> None:
     if message:
         module.fail_json(msg=message, **result)
     if result["status"] == "partial":
-        module.warn(f"slot(s) {result['failed_slots']} kept their previous version: their new instance failed")
+        module.warn(f"slot(s) {result['failed_slots']} kept their previous version: the new instance failed")
     module.exit_json(**result)
 
 
