@@ -577,3 +577,108 @@ def down(c, group=None, keep_data=False):
 
 ns.add_task(up)
 ns.add_task(down)
+
+# --- roll-out and rollback ----------------------------------------------------------------------------
+
+
+def _follow_progress(c, groups: list[str], stop) -> None:
+    """Print the roll-out events of ``groups`` as the engine appends them to progress.log."""
+    import time
+
+    state = Path(_env(c)["KILN_STATE_DIR"])
+    logs = {g: state / "rollouts" / g / "progress.log" for g in groups}
+    offsets = {g: (p.stat().st_size if p.exists() else 0) for g, p in logs.items()}
+    while True:
+        done = stop.is_set()
+        for group, path in logs.items():
+            if path.exists() and path.stat().st_size > offsets[group]:
+                with open(path) as handle:
+                    handle.seek(offsets[group])
+                    chunk = handle.read()
+                    offsets[group] = handle.tell()
+                for line in chunk.splitlines():
+                    print(f"[{group}] {line}", flush=True)
+        if done:
+            return
+        time.sleep(0.2)
+
+
+def _rollout_playbook(c, name: str, extra: dict, check: bool) -> None:
+    """Run the rollout or rollback playbook, printing each event of the groups while it runs."""
+    import threading
+
+    if _with_catalog(c, lambda catalog: not catalog.list_versions("lb", limit=1)):
+        _playbook(c, "build", {"kiln_image": "lb"})  # the load balancer's image, once per catalog
+    groups = [g.group for g in _groups(c, extra.get("kiln_group"))]
+    stop = threading.Event()
+    follower = threading.Thread(target=_follow_progress, args=(c, groups, stop), daemon=True)
+    if not check:
+        follower.start()
+    try:
+        result = _playbook(c, name, {k: v for k, v in extra.items() if v is not None}, check=check, warn=True)
+    finally:
+        stop.set()
+        if follower.is_alive():
+            follower.join(timeout=5)
+    if result.failed:
+        raise Exit(f"kiln: {name} failed (see the output above)", code=result.exited or 1)
+
+
+_ROLLOUT_HELP = {
+    "group": "the group to roll out (default: every group of the inventory following --channel)",
+    "batch-size": "instances per batch: a number, a percentage like 25%, or a list like 1,50%",
+    "check": "print the plan (batches, instances, versions) and change nothing",
+}
+
+
+def _rollout_options(batch_size) -> dict | None:
+    if not batch_size:
+        return None
+    sizes = [s.strip() for s in str(batch_size).split(",")]
+    return {"batch_size": sizes if len(sizes) > 1 else sizes[0]}
+
+
+@task(
+    help={
+        **_ROLLOUT_HELP,
+        "channel": "roll out what this channel points at (default: each group's own channel)",
+        "version": "roll out this version (e.g. web/7) instead of a channel",
+    }
+)
+def rollout(c, channel=None, group=None, version=None, batch_size=None, check=False):
+    """Replace a group's instances with a version, batch by batch, rolling back by itself on failure."""
+    if channel and version:
+        raise Exit("rollout takes --channel or --version, not both")
+    extra = {
+        "kiln_channel": channel,
+        "kiln_group": group,
+        "kiln_version": version,
+        "kiln_rollout": _rollout_options(batch_size),
+    }
+    _rollout_playbook(c, "rollout", extra, check)
+
+
+@task(
+    help={
+        **_ROLLOUT_HELP,
+        "channel": "the channel to move back, e.g. prod (required)",
+        "image": "the image of the channel (default: web)",
+        "to": "a version the channel had before, instead of the previous one",
+        "reason": "why; kept in the channel history",
+    }
+)
+def rollback(c, channel, group=None, image=None, to=None, reason="", batch_size=None, check=False):
+    """Move a channel back to its previous version and roll its groups out to it."""
+    extra = {
+        "kiln_channel": channel,
+        "kiln_group": group,
+        "kiln_image": image or c.kiln.image,
+        "kiln_to": to,
+        "kiln_reason": reason,
+        "kiln_rollout": _rollout_options(batch_size),
+    }
+    _rollout_playbook(c, "rollback", extra, check)
+
+
+ns.add_task(rollout)
+ns.add_task(rollback)
