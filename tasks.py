@@ -6,6 +6,7 @@ Defaults live in ``ns.configure`` below (or an ``invoke.yaml``); command-line fl
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shlex
@@ -31,7 +32,14 @@ def _env(c) -> dict:
     }
 
 
-def _playbook(c, name: str, extra_vars: dict | None = None, check: bool = False, warn: bool = False):
+def _playbook(
+    c,
+    name: str,
+    extra_vars: dict | None = None,
+    check: bool = False,
+    warn: bool = False,
+    env: dict | None = None,
+):
     """Run ``kiln.immutable.<name>`` with ``extra_vars`` passed as one JSON document."""
     import json
 
@@ -41,7 +49,7 @@ def _playbook(c, name: str, extra_vars: dict | None = None, check: bool = False,
     if check:
         cmd.append("--check")
     with c.cd(str(ROOT)):
-        return c.run(shlex.join(cmd), env=_env(c), pty=False, warn=warn)
+        return c.run(shlex.join(cmd), env={**_env(c), **(env or {})}, pty=False, warn=warn)
 
 
 def _parse_vars(pairs) -> dict:
@@ -67,7 +75,43 @@ def build(c, image=None, force=False, var=None):
     extra = {"kiln_image": image or c.kiln.image, "kiln_force": force}
     if var:
         extra["kiln_variables"] = _parse_vars(var)
-    _playbook(c, "build", extra)
+    with _build_progress() as progress:
+        result = _playbook(c, "build", extra, warn=True, env={"KILN_BUILD_PROGRESS": progress})
+    if result.failed:
+        raise Exit(f"kiln: the build of {extra['kiln_image']} failed (see the task output above)", code=1)
+
+
+@contextlib.contextmanager
+def _build_progress():
+    """A file the build module appends Packer's progress to; shown here while the playbook runs."""
+    import sys
+    import tempfile
+    import threading
+
+    fd, path = tempfile.mkstemp(prefix="kiln-build-", suffix=".progress")
+    os.close(fd)
+    done = threading.Event()
+
+    def follow() -> None:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            while True:
+                line = handle.readline()
+                if line:
+                    sys.stdout.write(f"  packer | {line}")
+                    sys.stdout.flush()
+                elif done.is_set():
+                    return
+                else:
+                    done.wait(0.2)
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    try:
+        yield path
+    finally:
+        done.set()
+        reader.join(timeout=5)
+        os.unlink(path)
 
 
 # --- catalog: promote, revoke, diff, prune, history, verify, export/import ---------------------------

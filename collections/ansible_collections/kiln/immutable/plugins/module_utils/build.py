@@ -11,6 +11,7 @@ build and no image tag of it.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 import subprocess
@@ -121,7 +122,7 @@ def plan(request: BuildRequest, catalog: Catalog) -> Plan:
         image_id=docker_engine.image_id,
         var_files=request.var_files,
         sources=sources,
-        options={"only": sorted(request.only), "except": sorted(request.except_)},
+        options={"sources": sources},
     )
     image = request.image or template.name
     existing = catalog.find_by_fingerprint(image, fp.value)
@@ -129,17 +130,27 @@ def plan(request: BuildRequest, catalog: Catalog) -> Plan:
 
 
 def selected_sources(template: template_mod.Template, only: list[str], except_: list[str]) -> list[str]:
-    """The sources a build runs after ``only``/``except``; an unknown name is refused."""
+    """The sources a build runs after ``only``/``except`` (names or globs such as ``docker.*``).
+
+    A pattern that matches no source is refused, naming the sources the template has.
+    """
     declared = sorted({s for b in template.builds for s in b.sources})
-    for option, names in (("only", only), ("except", except_)):
-        unknown = [n for n in names if n not in declared]
-        if unknown:
-            raise BuildError(
-                f"{option}: unknown source {', '.join(unknown)}; template {template.path} builds "
-                f"{', '.join(declared)}",
-                parameter=option,
-            )
-    chosen = [s for s in declared if (not only or s in only) and s not in except_]
+
+    def matching(option: str, patterns: list[str]) -> set[str]:
+        found: set[str] = set()
+        for pattern in patterns:
+            hits = fnmatch.filter(declared, pattern)
+            if not hits:
+                raise BuildError(
+                    f"{option}: no source matches {pattern!r}; template {template.path} builds "
+                    f"{', '.join(declared)}",
+                    parameter=option,
+                )
+            found.update(hits)
+        return found
+
+    wanted, dropped = matching("only", only), matching("except", except_)
+    chosen = [s for s in declared if (not only or s in wanted) and s not in dropped]
     if not chosen:
         raise BuildError("only/except leave no source to build", parameter="only")
     return chosen
@@ -151,7 +162,7 @@ def selected_sources(template: template_mod.Template, only: list[str], except_: 
 @dataclass
 class Outcome:
     changed: bool
-    skipped: bool
+    up_to_date: bool
     reason: str
     version: Version | None
     fingerprint: str
@@ -168,7 +179,7 @@ class Outcome:
         version = self.version
         return {
             "changed": self.changed,
-            "skipped": self.skipped,
+            "up_to_date": self.up_to_date,
             "reason": self.reason,
             "version": version.ref if version else None,
             "version_name": version.name if version else None,
@@ -185,11 +196,11 @@ class Outcome:
         }
 
 
-def skipped(p: Plan) -> Outcome:
+def up_to_date(p: Plan) -> Outcome:
     existing = p.existing
     return Outcome(
         changed=False,
-        skipped=True,
+        up_to_date=True,
         reason=p.reason,
         version=existing,
         fingerprint=p.fingerprint.value,
@@ -278,15 +289,15 @@ def build(
             )
         )
     except KilnError as exc:
-        if result is not None and result.rc == 0:
-            _remove_tags(read_artifacts(result.stream))  # Packer made it but kiln could not record it
+        if result is not None:
+            _remove_tags(read_artifacts(result.stream))  # what this failed build tagged is no version
         exc.details.setdefault("log_path", log_path)
         exc.msg = f"build of image '{p.image}' from {p.template.path} failed: {exc.msg}"
         exc.args = (exc.msg,)
         raise
     return Outcome(
         changed=True,
-        skipped=False,
+        up_to_date=False,
         reason=p.reason,
         version=version,
         fingerprint=p.fingerprint.value,
@@ -302,10 +313,13 @@ def build(
 
 
 def _packer_args(p: Plan, name: str) -> list[str]:
-    explicit = {k: v for k, v in p.request.variables.items()}
-    explicit[VERSION_VARIABLE] = name
+    explicit = dict(p.request.variables)
+    if VERSION_VARIABLE in p.template.variables:
+        explicit[VERSION_VARIABLE] = name
     var_files = [os.path.abspath(f) for f in p.request.var_files]
-    return [*packer.var_args(explicit, var_files), *packer.filter_args(p.request.only, p.request.except_)]
+    every = sorted({s for b in p.template.builds for s in b.sources})
+    only = p.sources if p.sources and p.sources != every else []
+    return [*packer.var_args(explicit, var_files), *packer.filter_args(only)]
 
 
 def _progress_sink(callback: Callable[[str], None] | None) -> Callable[[str], None] | None:
@@ -490,14 +504,59 @@ def run(request: BuildRequest, *, check_mode: bool = False, on_progress=None) ->
     with Catalog(request.catalog) as catalog:
         p = plan(request, catalog)
         if not p.needed:
-            return skipped(p).to_dict()
+            return up_to_date(p).to_dict()
         if check_mode:
             name = catalog.next_version_name(p.image)
             validate(p, name)
-            out = skipped(p).to_dict()
+            out = up_to_date(p).to_dict()
             out.update(
-                changed=True, skipped=False, version=f"{p.image}/{name}", version_name=name, image=p.image
+                changed=True, up_to_date=False, version=f"{p.image}/{name}", version_name=name, image=p.image
             )
             out["reason"] = f"would build {p.image}/{name}: {p.reason}"
             return out
         return build(p, catalog, on_progress).to_dict()
+
+
+def template_info(
+    path: str,
+    variables: dict | None = None,
+    var_files: list[str] | None = None,
+    *,
+    validate_with_packer: bool = False,
+    packer_path: str | None = None,
+) -> dict:
+    """What ``packer_template_info`` returns: the template model, resolved values, optional validation."""
+    template = template_mod.load(path)
+    out = template.to_dict()
+    declared = template.variables
+    resolved = template_mod.resolve_variables(
+        template,
+        variables,
+        var_files,
+        provided_by_kiln=tuple(declared),  # report missing, do not refuse
+    )
+    missing = sorted(n for n, v in declared.items() if v.required and n not in resolved)
+    out["resolved_variables"] = {
+        n: ("********" if declared[n].sensitive else v) for n, v in sorted(resolved.items())
+    }
+    out["missing_variables"] = [m for m in missing if m != VERSION_VARIABLE]  # kiln sets the version
+    out["kiln_ready"] = VERSION_VARIABLE in declared
+    if validate_with_packer:
+        if out["missing_variables"]:
+            raise template_mod.TemplateError(
+                f"cannot validate {template.path}: required variables without a value: "
+                + ", ".join(out["missing_variables"]),
+                variables=out["missing_variables"],
+            )
+        info = packer.packer_info(packer_path)
+        request = BuildRequest(
+            template=path, variables=dict(variables or {}), var_files=list(var_files or [])
+        )
+        request.variables.pop(VERSION_VARIABLE, None)
+        p = Plan(
+            request, template.name, template, info, resolved, [], fingerprint_mod.Fingerprint("", {}), None, 0
+        )
+        validate(p, str((variables or {}).get(VERSION_VARIABLE, "0")))
+        out["valid"] = True
+        out["packer_version"] = info.version
+    return out

@@ -1,0 +1,40 @@
+# Copyright: kiln developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The options every module that reads a Packer template shares."""
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    DOCUMENTATION = r"""
+options:
+  template:
+    description:
+      - The Packer HCL2 template folder (its C(*.pkr.hcl) files), for example C(packer/web), or one
+        C(.pkr.hcl) file.
+      - C(*.auto.pkrvars.hcl) files in the folder are applied as Packer applies them.
+      - A C(packer { required_plugins }) block must sit in a file of its own; kiln leaves that file out
+        for Packer older than 1.7, which rejects it.
+    type: path
+    required: true
+  variables:
+    description:
+      - Values for the template's variables, applied over the defaults and the var files.
+      - A name the template does not declare is refused before Packer runs.
+      - Values of variables the template marks C(sensitive) are masked in the results, the Packer command
+        kept in the log and errors, and only their hash reaches the catalog. Set C(no_log) on the task to
+        keep them out of Ansible's own record of the module arguments too.
+    type: dict
+    default: {}
+  var_files:
+    description:
+      - C(.pkrvars.hcl) files to apply, in order, before O(variables).
+    type: list
+    elements: path
+    default: []
+  packer_path:
+    description:
+      - The Packer executable. Default is C(packer) on E(PATH).
+      - Packer 1.6 (Debian 12) and 1.7 or newer (with C(packer init) and plugins) are supported.
+    type: path
+"""
