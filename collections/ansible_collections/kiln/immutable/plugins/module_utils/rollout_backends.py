@@ -140,6 +140,6 @@ def failure_message(result: dict[str, Any]) -> str | None:
     if result["status"] == "rolled_back":
         return (
             f"roll-out of group {result['group']} to {result['target']} stopped after failed slot(s) {failed}"
-            f"{why} and was rolled back; every slot runs its previous version again"
+            f"{why} and was rolled back: every slot it touched is back to what it ran before"
         )
     return f"roll-out of group {result['group']} to {result['target']} failed in slot(s) {failed}{why}"
