@@ -264,3 +264,23 @@ def test_progress_callback_sees_every_event(world, tmp_path):
     r.on_event = lambda e: seen.append(e["event"])
     result = r.run()
     assert seen == [e["event"] for e in result["events"]]
+
+
+def test_versions_are_looked_up_on_the_calling_thread_only(world, tmp_path):
+    # The catalog behind resolve_version is a SQLite connection bound to one thread.
+    import threading
+
+    caller = threading.get_ident()
+    seen: list[int] = []
+
+    def resolve(ref: str):
+        seen.append(threading.get_ident())
+        return VERSIONS[ref]
+
+    world.bad_versions.add("web/2")
+    r = rollout(world, tmp_path, batch_size=2, max_surge=0, min_healthy_percentage=50, auto_rollback=False)
+    r.resolve_version = resolve
+    result = r.run()
+    assert result["status"] == "failed"
+    world.assert_converged(4, "web/1")  # both in-place slots were restored from the looked-up version
+    assert seen and set(seen) == {caller}
