@@ -380,18 +380,36 @@ def _policy_path(c) -> str:
 
 def _pipeline_build(c, image: str, variables, force: bool) -> tuple[bool, str]:
     """Run the build stage; returns (built something new, the version's ref)."""
-    from invoke.exceptions import UnexpectedExit
-
     pipeline = _utils("pipeline")
-    before = {v.ref for v in _with_catalog(c, lambda catalog: catalog.list_versions(image, limit=1000))}
+
+    def refs(catalog):
+        return {v.ref for v in catalog.list_versions(image, limit=1000)}
+
+    before = _with_catalog(c, refs)
     try:
         build(c, image=image, force=force, var=variables)
-    except (UnexpectedExit, Exit) as exc:
+    except Exit as exc:
         raise pipeline.StageFailed(f"the build of image {image!r} failed (see the output above)") from exc
-    newest = _with_catalog(c, lambda catalog: catalog.list_versions(image, limit=1, status="active"))
-    if not newest:
+    new = _with_catalog(c, refs) - before
+    if new:
+        return True, max(new, key=lambda ref: int(ref.rsplit("/", 1)[1]))
+
+    # nothing built: the version with these inputs was already there; ask the build's own planner
+    def found(catalog):
+        build_utils = _utils("build")
+        request = build_utils.BuildRequest(
+            template=str(ROOT / "packer" / image),
+            image=image,
+            variables=_parse_vars(variables),
+            only=["docker.*"],  # what the build playbook bakes on the local default
+            catalog=_env(c)["KILN_CATALOG"],
+        )
+        return build_utils.plan(request, catalog).existing
+
+    existing = _with_catalog(c, found)
+    if existing is None:
         raise pipeline.StageFailed(f"the build of image {image!r} recorded no version in the catalog")
-    return newest[0].ref not in before, newest[0].ref
+    return False, existing.ref
 
 
 def _pipeline_promote(c, ref: str, channel: str) -> tuple[bool, str]:
