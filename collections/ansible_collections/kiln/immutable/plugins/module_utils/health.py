@@ -42,7 +42,7 @@ class HealthCheck:
     def from_options(cls, options: dict[str, Any] | None, param: str = "health") -> HealthCheck:
         """Build from module/role options, refusing bad values with the parameter's name."""
         options = {k: v for k, v in (options or {}).items() if v is not None}
-        known = {f for f in cls.__dataclass_fields__}
+        known = set(cls.__dataclass_fields__)
         unknown = sorted(set(options) - known)
         if unknown:
             raise KilnError(
@@ -101,7 +101,7 @@ class HealthOutcome:
 
 
 def _split(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
+    host, port = address.rpartition(":")[::2]
     if not host or not port.isdigit():
         raise KilnError(f"probe address {address!r} is not host:port")
     return host.strip("[]"), int(port)

@@ -701,7 +701,7 @@ class Rollout:
                 for res in results:
                     if res["outcome"] == "failed" and phase == "forward":
                         doc["failed_slots"].append(res["slot"])
-            done = {slot for slot, _ in wave}
+            done = {item[0] for item in wave}
             pending = [s for s in pending if s not in done]
         record["finished_at"] = _now()
         record["duration_s"] = round(record["finished_at"] - record["started_at"], 3)
