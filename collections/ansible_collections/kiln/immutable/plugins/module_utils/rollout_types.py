@@ -8,10 +8,10 @@ templates and Auto Scaling groups) or load balancer plugs in without touching it
 How backends are found (the module ``rolling_replace`` takes ``provider``/``provider_options`` and
 ``load_balancer``/``load_balancer_options``; ``rollout_backends.py`` maps the names):
 
-- ``provider: docker`` -> ``provider_docker.DockerProvider(**provider_options)``
-- ``load_balancer: haproxy`` ->
-  ``loadbalancer_haproxy.HAProxyLoadBalancer(group=<group>, **load_balancer_options)``
-- ``load_balancer: none`` -> no load balancer (the engine's own null object).
+- ``provider: docker`` -> ``environment_docker.provider(provider_options)``, a ``DockerProvider``
+- ``load_balancer: haproxy`` -> ``environment_docker.load_balancer(group, load_balancer_options)``,
+  a ``HAProxyLoadBalancer`` (the module adds ``catalog`` to its options)
+- ``load_balancer: none`` -> no load balancer (``rollout.NullLoadBalancer``).
 
 Both constructors take only plain keyword arguments (they come from inventory variables) and
 must not change anything: check mode builds them too.
