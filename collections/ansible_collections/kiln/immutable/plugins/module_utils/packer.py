@@ -12,18 +12,20 @@ and passes SIGINT/SIGTERM on so Packer can clean up after itself.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .common import KilnError
+from .common import KilnError, state_dir
 
 HOW_TO_INSTALL = (
     "install Packer (Debian: apt-get install packer; other systems: "
@@ -81,9 +83,32 @@ def find_packer(path: str | None = None) -> str:
 
 
 def packer_info(path: str | None = None) -> PackerInfo:
-    """Find Packer and ask its version (cached per executable and modification time)."""
+    """Find Packer and ask its version.
+
+    Cached in memory and in the state folder per executable, size and modification time, so the
+    no-op path of a build (a fresh process each time) does not start Packer at all.
+    """
     exe = find_packer(path)
-    return _packer_info(exe, os.stat(exe).st_mtime_ns)
+    stat = os.stat(exe)
+    key = f"{exe}:{stat.st_size}:{stat.st_mtime_ns}"
+    cache_file = os.path.join(state_dir(), "packer-version.json")
+    try:
+        with open(cache_file, encoding="utf-8") as handle:
+            cached = json.load(handle).get(key)
+        if cached:
+            return PackerInfo(exe, cached)
+    except (OSError, ValueError, AttributeError):
+        pass
+    info = _packer_info(exe, stat.st_mtime_ns)
+    try:
+        os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+        tmp = f"{cache_file}.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump({key: info.version}, handle)
+        os.replace(tmp, cache_file)  # atomic: concurrent builds never read half a file
+    except OSError:
+        pass  # a read-only state folder only costs a `packer version` per run
+    return info
 
 
 @functools.lru_cache(maxsize=8)
@@ -279,7 +304,7 @@ def run_packer(
             proc = subprocess.Popen(
                 cmd,
                 cwd=cwd,
-                env={**os.environ, **(env or {}), "PACKER_NO_COLOR": "1", "CHECKPOINT_DISABLE": "1"},
+                env={**_environment(), **(env or {}), "PACKER_NO_COLOR": "1", "CHECKPOINT_DISABLE": "1"},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -342,6 +367,20 @@ def run_packer(
     return result
 
 
+def _environment() -> dict[str, str]:
+    """Packer's environment: ours, plus this Python's bin folder when ``ansible-playbook`` is not on PATH.
+
+    Packer's ansible provisioner runs ``ansible-playbook``; from an unactivated virtualenv it is only
+    next to the interpreter running kiln.
+    """
+    env = dict(os.environ)
+    if not shutil.which("ansible-playbook", path=env.get("PATH")):
+        here = os.path.dirname(sys.executable)
+        if os.path.exists(os.path.join(here, "ansible-playbook")):
+            env["PATH"] = os.pathsep.join(p for p in (env.get("PATH"), here) if p)
+    return env
+
+
 def raise_for(result: RunResult, reason: str | None = None) -> None:
     """PackerError (or Timeout/Interrupted) naming what went wrong, unless the run succeeded."""
     if result.rc == 0 and reason is None and not result.stream.errors:
@@ -373,8 +412,9 @@ def _last_error(result: RunResult) -> str:
         line = text.strip()
         if level == "error" and line and not line.startswith(("Build '", "==> Some builds", "--> ")):
             return line.removeprefix("==> ")
-    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-    return " ".join(lines[:6])
+    lines = [line.strip() for line in [*result.stderr.splitlines(), *result.tail] if line.strip()]
+    errors = [line for line in lines if line.startswith(("Error", "* ", "error"))]
+    return " ".join(dict.fromkeys(errors or lines[:6]))  # Packer repeats itself per block
 
 
 class _Stopper:
@@ -440,8 +480,6 @@ def var_args(variables: dict, var_files: Iterable[str] = ()) -> list[str]:
 
 
 def cli_value(value) -> str:
-    import json
-
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, dict)):
