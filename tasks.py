@@ -669,9 +669,9 @@ def _rollout_playbook(c, name: str, extra: dict, check: bool) -> None:
     """Run the rollout or rollback playbook, printing each event of the groups while it runs."""
     import threading
 
-    if _with_catalog(c, lambda catalog: not catalog.list_versions("lb", limit=1)):
+    groups = [g.group for g in _groups(c, extra.get("kiln_group"))]  # an unknown group stops here
+    if not check and _with_catalog(c, lambda catalog: not catalog.list_versions("lb", limit=1)):
         _playbook(c, "build", {"kiln_image": "lb"})  # the load balancer's image, once per catalog
-    groups = [g.group for g in _groups(c, extra.get("kiln_group"))]
     stop = threading.Event()
     follower = threading.Thread(target=_follow_progress, args=(c, groups, stop), daemon=True)
     if not check:
