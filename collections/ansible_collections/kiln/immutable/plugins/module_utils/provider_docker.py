@@ -11,7 +11,10 @@ version and image. Nothing else is remembered, so the provider's view is the eng
 
 from __future__ import annotations
 
+import atexit
 import datetime
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -59,6 +62,42 @@ def image_of(version: Any) -> str:
     return ref
 
 
+# Containers this process is reaping after terminate(): id -> thread. settle() waits for them.
+_REAPING: dict[str, threading.Thread] = {}
+_REAPING_LOCK = threading.Lock()
+
+
+def _reap(container, stop_timeout: int) -> None:
+    try:
+        try:
+            container.wait(timeout=stop_timeout)
+        except Exception:  # still running after stop_timeout (or the wait failed): force it
+            docker_engine.remove_container(container.id, stop_timeout=0)
+        docker_engine.remove_container(container.id, stop_timeout=0)
+    except Exception:  # an instance that outlives us is reported by list_instances and removed later
+        pass
+    finally:
+        with _REAPING_LOCK:
+            _REAPING.pop(container.id, None)
+
+
+def settle(timeout: float = 60.0) -> None:
+    """Wait until the containers this process terminated are removed (bounded by ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with _REAPING_LOCK:
+            threads = list(_REAPING.values())
+        if not threads:
+            return
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if time.monotonic() >= deadline:
+            return
+
+
+atexit.register(settle)
+
+
 class DockerProvider:
     """The Provider of rollout_types on the local Docker engine.
 
@@ -100,6 +139,7 @@ class DockerProvider:
         )
 
     def list_instances(self, group: str) -> list[Instance]:
+        settle()  # what this process terminated is gone before anyone looks
         out = []
         for container in self._containers(group):
             if container.status in ("removing", "dead"):
@@ -157,7 +197,33 @@ class DockerProvider:
             ) from exc
 
     def terminate(self, instance: Instance) -> None:
-        docker_engine.remove_container(instance.id or instance.name, stop_timeout=self.stop_timeout)
+        """SIGTERM now; the container is reaped (SIGKILL after ``stop_timeout``, removal) in the background.
+
+        The instance is already out of the load balancer, so waiting for it to exit would only hold
+        up the roll-out. A reaping cut short by the death of this process leaves a stopped container
+        that ``list_instances`` reports (``alive`` False) and the next roll-out removes.
+        """
+        import docker.errors
+
+        try:
+            container = docker_engine.client().containers.get(instance.id or instance.name)
+        except docker.errors.NotFound:
+            return
+        try:
+            container.kill(signal="SIGTERM")
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if "is not running" not in str(exc):
+                raise ProviderError(
+                    f"cannot stop instance {instance.name} of group {instance.group}: {exc}"
+                ) from exc
+        reaper = threading.Thread(
+            target=_reap, args=(container, self.stop_timeout), name=f"kiln-reap-{instance.name}", daemon=True
+        )
+        with _REAPING_LOCK:
+            _REAPING[container.id] = reaper
+        reaper.start()
 
     # ------------------------------------------------------------------ the environment
 
@@ -165,6 +231,7 @@ class DockerProvider:
         """Remove every instance of the group, its data volumes (unless ``keep_data``) and its network."""
         import docker.errors
 
+        settle()
         engine = docker_engine.client()
         removed: dict[str, list[str]] = {"containers": [], "volumes": [], "networks": []}
         for container in self._containers(group):

@@ -1,0 +1,394 @@
+#!/usr/bin/env python3
+"""Roll-out benchmark: kiln against the hand-written baseline, under load through the load balancer.
+
+    .venv/bin/python bench/rollout.py [--rate 150] [--instances 6] [--scale 50] [--no-scale]
+
+1. kiln, 6 instances (batches of 2, surge 2): failed requests, p50/p99 latency, and roll-out time
+   against the floor = batches x the measured start-to-healthy time of one instance (goal <= 1.3).
+2. Baseline in the same run, what users write by hand: community.docker.docker_container with
+   ``recreate: true`` under ``serial: 1``, waiting for each container to answer, no drain; the same
+   HAProxy image in front with the containers as static servers (docker DNS, health checks).
+3. Scale: 50 instances in batches of 10%; time per batch against the 6-instance run.
+
+Everything runs on this machine: images are baked by kiln into a private catalog (or --catalog with
+lb/1, web/1 and web/2 already in it), load goes to 127.0.0.1 only, and every container, volume and
+network the benchmark made is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "collections"), str(ROOT / "tests")]
+
+from ansible_collections.kiln.immutable.plugins.module_utils import (  # noqa: E402
+    docker_engine,
+    environment_docker,
+)
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog  # noqa: E402
+from ansible_collections.kiln.immutable.plugins.module_utils.health import HealthCheck, Prober  # noqa: E402
+from ansible_collections.kiln.immutable.plugins.module_utils.loadbalancer_haproxy import (  # noqa: E402
+    CONFIG_NAME,
+    CONTAINER_PORT,
+    SOCKET_DIR,
+)
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout import Rollout, RolloutOptions  # noqa: E402
+from rollout_support import VENV_BIN, LoadGenerator, build_version, run_env, unique  # noqa: E402
+
+HEALTH = {"interval": 0.2, "timeout": 2, "healthy_threshold": 2, "unhealthy_threshold": 3, "deadline": 60}
+
+
+def say(text: str) -> None:
+    print(f"[bench] {text}", flush=True)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.state = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
+        self.env = run_env(self.state)
+        os.environ.update(KILN_STATE_DIR=self.env["KILN_STATE_DIR"], KILN_CATALOG=self.env["KILN_CATALOG"])
+        self.prefix = unique("kb")
+        self.groups: list[str] = []
+        self.baseline_names: list[str] = []
+        self.built: list[str] = []
+        self.versions: dict = {}
+
+    # ------------------------------------------------------------------ set-up
+
+    def images(self) -> None:
+        if self.args.catalog:
+            import shutil
+
+            shutil.copy(self.args.catalog, self.env["KILN_CATALOG"])
+            with Catalog(self.env["KILN_CATALOG"]) as catalog:
+                self.versions = {
+                    "lb": catalog.get("lb/1"),
+                    "old": catalog.get("web/1"),
+                    "new": catalog.get("web/2"),
+                }
+            return
+        started = time.monotonic()
+        web = {"repository": f"{self.prefix}/web"}
+        self.versions["lb"] = build_version(self.env, "lb", {"repository": f"{self.prefix}/lb"})
+        self.versions["old"] = build_version(self.env, "web", web)
+        self.versions["new"] = build_version(self.env, "web", web, force=True)
+        self.built = [v.artifacts["docker"]["image_id"] for v in self.versions.values()]
+        say(f"baked lb, web old and new with kiln in {time.monotonic() - started:.0f}s")
+
+    def resolve(self, ref: str):
+        with Catalog(self.env["KILN_CATALOG"]) as catalog:
+            return catalog.get(ref)
+
+    def group(self, name: str) -> str:
+        group = f"{self.prefix}-{name}"
+        self.groups.append(group)
+        return group
+
+    def rollout(self, group: str, key: str, **options):
+        return Rollout(
+            group,
+            self.versions[key],
+            environment_docker.provider(),
+            environment_docker.load_balancer(group),
+            Prober(HealthCheck.from_options(HEALTH)),
+            RolloutOptions(**options),
+            resolve_version=self.resolve,
+        ).run()
+
+    # ------------------------------------------------------------------ measurements
+
+    def start_to_healthy(self, samples: int = 3) -> float:
+        """Median seconds from launch to healthy of one instance, with the roll-out's own probe."""
+        group = self.group("floor")
+        provider = environment_docker.provider()
+        prober = Prober(HealthCheck.from_options(HEALTH))
+        times = []
+        for slot in range(samples):
+            started = time.monotonic()
+            instance = provider.launch(group, slot, self.versions["new"])
+            outcome = prober.wait_healthy(instance)
+            times.append(time.monotonic() - started)
+            assert outcome.healthy, outcome.detail
+            provider.terminate(instance)
+        environment_docker.down(group)
+        return statistics.median(times)
+
+    def kiln(self, size: int, batch: int | str, surge: int | str) -> dict:
+        group = self.group(f"kiln{size}")
+        fill = self.rollout(group, "old", size=size, batch_size=10)
+        assert fill["status"] == "succeeded", fill["status"]
+        address = environment_docker.load_balancer(group).address()
+        with LoadGenerator(address, rate=self.args.rate, workers=16) as load:
+            floor_one = self.start_to_healthy()  # under the same load as the roll-out
+            started = time.monotonic()
+            result = self.rollout(group, "new", batch_size=batch, max_surge=surge)
+            elapsed = time.monotonic() - started
+            time.sleep(1)
+        report = load.report
+        assert result["status"] == "succeeded", result["status"]
+        environment_docker.down(group)
+        batches = len(result["batches"])
+        return {
+            "instances": size,
+            "batches": batches,
+            "seconds": round(elapsed, 2),
+            "start_to_healthy_s": round(floor_one, 3),
+            "floor_s": round(batches * floor_one, 2),
+            "vs_floor": round(elapsed / (batches * floor_one), 2),
+            "requests": report.total,
+            "rate": round(report.rate, 1),
+            "failed": len(report.failed),
+            "p50_ms": round(report.percentile(50) * 1000, 1),
+            "p99_ms": round(report.percentile(99) * 1000, 1),
+            "load": report.summary(),
+        }
+
+    def baseline(self, size: int) -> dict:
+        """docker_container recreate: true under serial: 1, behind HAProxy with static servers."""
+        network = f"{self.prefix}-base"
+        docker_engine.ensure_network(network, {"kiln.bench": self.prefix})
+        names = [f"{self.prefix}-base-{i}" for i in range(size)]
+        self.baseline_names = list(names)
+        folder = self.state / "baseline-lb"
+        folder.mkdir()
+        servers = "".join(f"    server {n} {n}:{CONTAINER_PORT} {BASELINE_SERVER}\n" for n in names)
+        (folder / CONFIG_NAME).write_text(BASELINE_HAPROXY + servers)
+        lb_name = f"{self.prefix}-base-lb"
+        self.baseline_names.append(lb_name)
+        lb = docker_engine.client().containers.run(
+            self.versions["lb"].artifacts["docker"]["image_id"],
+            name=lb_name,
+            detach=True,
+            user=f"{os.getuid()}:{os.getgid()}",
+            read_only=True,
+            volumes={str(folder): {"bind": SOCKET_DIR, "mode": "rw"}},
+            ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", None)},
+            network=network,
+        )
+        lb.reload()
+        address = f"127.0.0.1:{lb.attrs['NetworkSettings']['Ports'][f'{CONTAINER_PORT}/tcp'][0]['HostPort']}"
+        inventory = self.state / "baseline.json"
+        inventory.write_text(
+            json.dumps(
+                {
+                    "bench": {
+                        "hosts": dict.fromkeys(names, {}),
+                        "vars": {
+                            "ansible_connection": "local",
+                            "ansible_python_interpreter": str(VENV_BIN / "python"),
+                            "bench_network": network,
+                        },
+                    }
+                }
+            )
+        )
+        play = self.state / "baseline.yml"
+        play.write_text(BASELINE_PLAYBOOK)
+
+        def run(key: str) -> float:
+            image = self.versions[key].artifacts["docker"]["image_id"]
+            started = time.monotonic()
+            proc = subprocess.run(
+                [
+                    str(VENV_BIN / "ansible-playbook"),
+                    "-i",
+                    str(inventory),
+                    str(play),
+                    "-e",
+                    f"bench_image={image}",
+                ],
+                env={**self.env, "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default"},
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
+            if proc.returncode:
+                raise RuntimeError(f"baseline playbook failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
+            return time.monotonic() - started
+
+        run("old")
+        deadline = time.monotonic() + 30
+        while LoadGenerator(address)._one().ok is False and time.monotonic() < deadline:
+            time.sleep(0.2)  # until HAProxy has resolved and checked the servers
+        time.sleep(2)
+        with LoadGenerator(address, rate=self.args.rate, workers=16) as load:
+            time.sleep(1)
+            elapsed = run("new")
+            time.sleep(1)
+        report = load.report
+        return {
+            "instances": size,
+            "batches": size,
+            "seconds": round(elapsed, 2),
+            "requests": report.total,
+            "rate": round(report.rate, 1),
+            "failed": len(report.failed),
+            "p50_ms": round(report.percentile(50) * 1000, 1),
+            "p99_ms": round(report.percentile(99) * 1000, 1),
+            "load": report.summary(),
+        }
+
+    # ------------------------------------------------------------------ clean-up
+
+    def cleanup(self) -> None:
+        for group in self.groups:
+            try:
+                environment_docker.down(group)
+            except Exception as exc:  # keep cleaning
+                say(f"cleanup of {group}: {exc}")
+        for name in self.baseline_names:
+            docker_engine.remove_container(name, stop_timeout=1)
+        for network in docker_engine.client().networks.list(names=[f"{self.prefix}-base"]):
+            network.remove()
+        for image in self.built:
+            try:
+                docker_engine.client().images.remove(image, force=True)
+            except Exception as exc:
+                say(f"cleanup of image {image}: {exc}")
+        import shutil
+
+        shutil.rmtree(self.state, ignore_errors=True)
+
+
+# What a hand-written set-up looks like: Debian's stock timeouts, the containers as servers found by
+# docker DNS, health checks; no retries, no redispatch, no drain.
+BASELINE_HAPROXY = f"""global
+    stats socket {SOCKET_DIR}/admin.sock mode 600 level admin
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 50s
+    timeout server 50s
+
+resolvers docker
+    nameserver dns 127.0.0.11:53
+    hold valid 1s
+
+frontend web
+    bind :{CONTAINER_PORT}
+    default_backend app
+
+backend app
+    balance roundrobin
+    option httpchk GET /healthz
+"""
+BASELINE_SERVER = "check inter 1s fall 2 rise 1 resolvers docker init-addr none"
+
+BASELINE_PLAYBOOK = """---
+- name: Replace the web containers one at a time, the hand-written way
+  hosts: bench
+  serial: 1
+  gather_facts: false
+  tasks:
+    - name: Recreate the container on the new image
+      community.docker.docker_container:
+        name: "{{ inventory_hostname }}"
+        image: "{{ bench_image }}"
+        recreate: true
+        state: started
+        read_only: true
+        tmpfs: ["/tmp"]
+        networks:
+          - name: "{{ bench_network }}"
+        network_mode: "{{ bench_network }}"
+      register: _container
+
+    - name: Wait until it answers
+      ansible.builtin.uri:
+        url: "http://{{ _ip }}:8080/healthz"
+      vars:
+        _ip: "{{ _container.container.NetworkSettings.Networks[bench_network].IPAddress }}"
+      register: _health
+      until: _health.status == 200
+      retries: 100
+      delay: 0.2
+"""
+
+
+def report(figures: dict) -> None:
+    head = ("run", "inst", "batches", "time s", "floor s", "x floor", "req/s", "failed", "p50 ms", "p99 ms")
+    print("\n" + "".join(f"{h:>9}" if i else f"{h:<22}" for i, h in enumerate(head)))
+    rows = [("kiln", figures["kiln"]), ("baseline (serial: 1)", figures["baseline"])]
+    if "scale" in figures:
+        rows.append(
+            (
+                f"kiln, batches of {figures['scale_ref']['instances'] // figures['scale_ref']['batches']}",
+                figures["scale_ref"],
+            )
+        )
+        rows.append(("kiln scale (10%)", figures["scale"]))
+    for label, f in rows:
+        cells = [f["instances"], f["batches"], f["seconds"], f.get("floor_s", "-"), f.get("vs_floor", "-")]
+        cells += [round(f["rate"]), f["failed"], f["p50_ms"], f["p99_ms"]]
+        print(f"{label:<22}" + "".join(f"{c:>9}" for c in cells))
+    kiln, base = figures["kiln"], figures["baseline"]
+    print(
+        f"\nkiln: {kiln['vs_floor']:.2f}x the floor (goal <= 1.3), {kiln['failed']} failed requests (goal 0)"
+    )
+    print(
+        f"baseline: {base['seconds'] / kiln['seconds']:.2f}x kiln's time, "
+        f"{base['failed']} failed requests against kiln's {kiln['failed']}"
+    )
+    if "scale" in figures:
+        s = figures["scale"]
+        print(
+            f"scale: {s['instances']} instances in {s['batches']} batches, {s['seconds']:.1f}s; per batch "
+            f"{s['per_batch_vs_small']:.2f}x that of {figures['scale_ref']['instances']} instances in "
+            "batches of the same size (~1: time grows with the number of batches only)"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=150.0, help="requests per second through the balancer")
+    parser.add_argument("--instances", type=int, default=6, help="group size of the kiln/baseline comparison")
+    parser.add_argument("--scale", type=int, default=50, help="group size of the scale run (batches of 10%%)")
+    parser.add_argument("--no-scale", action="store_true", help="skip the scale run")
+    parser.add_argument("--catalog", help="a catalog with lb/1, web/1 and web/2 already built (skips baking)")
+    parser.add_argument("--output", help="also write the figures as JSON here")
+    args = parser.parse_args()
+
+    bench = Bench(args)
+    figures: dict = {}
+    try:
+        bench.images()
+        kiln = bench.kiln(args.instances, batch=2, surge=2)
+        say(f"kiln {args.instances}: start-to-healthy {kiln['start_to_healthy_s']:.2f}s; {kiln['load']}")
+        base = bench.baseline(args.instances)
+        say(f"baseline {args.instances}: {base['load']}")
+        figures = {"kiln": kiln, "baseline": base}
+        if not args.no_scale:
+            # Same batch size (10% of the scale group) on a group 2.5 times smaller: if time grows with
+            # the number of batches only, a batch takes as long in both.
+            batch = max(1, args.scale // 10)
+            ref = bench.kiln(args.scale * 2 // 5, batch=batch, surge=batch)
+            say(f"kiln {ref['instances']} (batches of {batch}): {ref['load']}")
+            scale = bench.kiln(args.scale, batch="10%", surge="10%")
+            scale["per_batch_vs_small"] = round(
+                (scale["seconds"] / scale["batches"]) / (ref["seconds"] / ref["batches"]), 2
+            )
+            say(f"kiln {args.scale}: {scale['load']}")
+            figures["scale_ref"], figures["scale"] = ref, scale
+    finally:
+        bench.cleanup()
+
+    report(figures)
+    if args.output:
+        Path(args.output).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
