@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 def _rollout_result(run) -> dict:
     results = [
-        r["result"] for r in task_results(run) if r["task"].startswith("Roll ") and "status" in r["result"]
+        r["result"] for r in task_results(run) if "Roll out group" in r["task"] and "status" in r["result"]
     ]
     assert results, run.stdout[-3000:] + run.stderr[-2000:]
     return results[-1]
