@@ -1,0 +1,123 @@
+"""ansible-playbook kiln.immutable.rollout on Docker as a user runs it: under load, check mode, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ansible_collections.kiln.immutable.plugins.module_utils import environment_docker
+from rollout_fixtures import TEST_HEALTH, assert_converged, snapshot
+from rollout_support import LoadGenerator, playbook, task_results
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def group_inventory(tmp_path, group: str, size: int, **overrides) -> str:
+    """An inventory like inventories/local with one group of instances; Docker picks the balancer's port."""
+    host = {
+        "kiln_group_image": "web",
+        "kiln_group_channel": "staging",
+        "kiln_group_size": size,
+        "kiln_group_load_balancer_options": {"port": 0},
+        "kiln_group_rollout": {"batch_size": 2, "max_surge": 2, "min_healthy_percentage": 100},
+        "kiln_group_health": TEST_HEALTH,
+        **overrides,
+    }
+    doc = {
+        "all": {
+            "hosts": {"localhost": {"ansible_connection": "local"}},
+            "children": {
+                "kiln_groups": {
+                    "hosts": {group: host},
+                    "vars": {
+                        "ansible_connection": "local",
+                        "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                    },
+                }
+            },
+        }
+    }
+    path = tmp_path / f"{group}.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def rollout_result(run) -> dict:
+    found = [r["result"] for r in task_results(run) if "Roll out group" in r["task"]]
+    assert found, run.stdout[-3000:] + run.stderr[-2000:]
+    return found[-1]
+
+
+def test_the_rollout_playbook_replaces_a_group_under_load_without_a_failed_request(rollout_world, tmp_path):
+    world = rollout_world
+    group = world.group()
+    inventory = group_inventory(tmp_path, group, size=4)
+    good, nxt = world.version("good").ref, world.version("next").ref
+
+    first = playbook(world.env, "rollout", {"kiln_group": group, "kiln_version": good}, inventory=inventory)
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert_converged(group, good, 4)
+    before = snapshot(group)
+
+    plan = playbook(
+        world.env, "rollout", {"kiln_group": group, "kiln_version": nxt}, check=True, inventory=inventory
+    )
+    planned = rollout_result(plan)
+    assert plan.returncode == 0 and planned["changed"] is True
+    assert [[s["to"] for s in b["slots"]] for b in planned["plan"]["batches"]] == [[nxt, nxt], [nxt, nxt]]
+    assert snapshot(group) == before  # check mode changed nothing
+
+    address = environment_docker.load_balancer(group).address()
+    with LoadGenerator(address, rate=100) as load:
+        run = playbook(world.env, "rollout", {"kiln_group": group, "kiln_version": nxt}, inventory=inventory)
+    result = rollout_result(run)
+    assert run.returncode == 0 and result["status"] == "succeeded", run.stdout[-3000:]
+    assert not load.report.failed and load.report.total >= 100, load.report.summary()
+    assert_converged(group, nxt, 4)
+
+    again = playbook(world.env, "rollout", {"kiln_group": group, "kiln_version": nxt}, inventory=inventory)
+    assert again.returncode == 0 and rollout_result(again)["changed"] is False
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"kiln_rollout": {"batch_size": 0}}, "batch_size must be at least 1"),
+        ({"kiln_rollout": {"batch_size": "150%"}}, "batch_size 150% is over 100%"),
+        ({"kiln_channel": "nosuch"}, "channel 'nosuch' of image 'web' is unknown"),
+        ({"kiln_group": "kt-no-such-group"}, "unknown group(s) kt-no-such-group"),
+    ],
+    ids=["batch-size-0", "percentage-over-100", "unknown-channel", "unknown-group"],
+)
+def test_the_rollout_playbook_refuses_bad_input_before_anything_changes(
+    rollout_world, tmp_path, extra, message
+):
+    world = rollout_world
+    group = _running_group(world, tmp_path)
+    before = snapshot(group)
+    run = playbook(
+        world.env,
+        "rollout",
+        {"kiln_group": group, "kiln_version": world.version("next").ref, **extra}
+        if "kiln_channel" not in extra
+        else {"kiln_group": group, **extra},
+        inventory=group_inventory(tmp_path, group, size=2),
+    )
+    assert run.returncode != 0
+    assert message in run.stdout, run.stdout[-3000:]
+    assert snapshot(group) == before
+
+
+def _running_group(world, tmp_path) -> str:
+    """One 2-instance group on the good version, shared by the refusal cases, which must not touch it."""
+    if "playbook_refusals" not in world.__dict__:
+        group = world.group("refused")
+        run = playbook(
+            world.env,
+            "rollout",
+            {"kiln_group": group, "kiln_version": world.version("good").ref},
+            inventory=group_inventory(tmp_path, group, size=2),
+        )
+        assert run.returncode == 0, run.stdout[-3000:]
+        world.__dict__["playbook_refusals"] = group
+    return world.__dict__["playbook_refusals"]
