@@ -202,6 +202,8 @@ def fake_probe(world: World):
     """A probe that asks the fake world: a running instance of a good version answers 200."""
 
     def probe(check: HealthCheck, instance: Instance) -> ProbeResult:
+        if not instance.probe_address:  # like the real probe: a stopped instance cannot be probed
+            raise KilnError(f"probe address of {instance.name} is empty")
         with world.lock:
             alive = instance.id in world.instances
         if not alive:

@@ -161,3 +161,27 @@ def test_check_mode_after_a_crash_shows_the_remaining_plan(tmp_path):
 def test_instance_round_trips_through_json():
     inst = Instance("id1", "n", "g", 2, "web/1", "127.0.0.1:1", "n:8080", 1.5, {"image": "x"})
     assert Instance.from_dict(json.loads(json.dumps(inst.to_dict()))) == inst
+
+
+def test_stopped_instances_are_replaced_without_probing(tmp_path):
+    world = World()
+    world.seed(SIZE, V1)
+    prov = FakeProvider(world)
+    # Slot 0's only instance has exited; slot 1 has a live instance and an exited leftover.
+    for inst in list(world.instances.values()):
+        if inst.slot == 0:
+            inst.alive, inst.probe_address = False, ""
+    extra = prov.launch(world.group, 1, V2)
+    extra.alive, extra.probe_address = False, ""
+    world.calls.clear()
+    plan = rollout(world, tmp_path).plan()
+    assert plan["cleanup_slots"] == [0, 1]
+    assert [(s["slot"], s["from"]) for b in plan["batches"] for s in b["slots"]][0] == (0, None)
+    result = rollout(world, tmp_path).run()
+    assert result["status"] == "succeeded"
+    world.assert_converged(SIZE, "web/2")
+    stopped = [
+        e["instance"] for e in result["events"] if e["event"] == "terminated" and e["reason"] == "stopped"
+    ]
+    assert len(stopped) == 1
+    assert not [e for e in result["events"] if e["event"] == "drain" and e["instance"] == extra.name]

@@ -378,11 +378,11 @@ class Rollout:
 
     @staticmethod
     def _pick(instances: list[Instance], desired: str | None, states: dict[str, str] | None) -> Instance:
-        """The instance to keep in a slot: one in service, on the desired version, newest."""
+        """The instance to keep in a slot: a live one, in service, on the desired version, newest."""
 
         def rank(inst: Instance) -> tuple:
             ready = Rollout._state(states, inst) == SERVER_READY
-            return (ready, inst.version == desired, inst.started_at)
+            return (inst.alive, ready, inst.version == desired, inst.started_at)
 
         return max(instances, key=rank)
 
@@ -406,6 +406,7 @@ class Rollout:
         states = self._lb_states()
         by_slot = _by_slot(instances)
         current = {s: self._pick(by_slot[s], None, states) if s in by_slot else None for s in slots}
+        current = {s: (i if i is not None and i.alive else None) for s, i in current.items()}
         before = (journal.get("before") or {}) if resuming and journal else {}
         if not before:
             before = {str(s): (current[s].version if current[s] else None) for s in slots}
@@ -420,7 +421,9 @@ class Rollout:
                 skipped.append(s)
             else:
                 todo.append(s)
-        cleanup = sorted(s for s, insts in by_slot.items() if len(insts) > 1)
+        cleanup = sorted(
+            s for s, insts in by_slot.items() if len(insts) > 1 or not all(i.alive for i in insts)
+        )
         batches = plan_batches(todo, self.options.batch_size, len(slots))
         return {
             "group": self.group,
@@ -535,9 +538,13 @@ class Rollout:
             keep = self._pick(insts, self._desired_ref(slot, phase, before), states)
             for extra in insts:
                 if extra is not keep:
-                    self._retire(extra, reason="second instance in slot", serving=self._state(states, extra))
+                    serving = self._state(states, extra) if extra.alive else None
+                    self._retire(extra, reason="second instance in slot", serving=serving)
             state = self._state(states, keep)
-            if state != SERVER_READY:
+            if not keep.alive:  # stopped: nothing to drain or probe; the slot is refilled
+                self._retire(keep, reason="stopped", serving=None)
+                keep = None
+            elif state != SERVER_READY:
                 outcome = self.prober.wait_healthy(keep)
                 if outcome.healthy:
                     if state is None:

@@ -39,8 +39,8 @@ Conventions both sides keep:
   slot's old instance still runs (max surge), so volumes must allow two users at once.
 - ``Provider.terminate`` and ``LoadBalancer.remove`` are idempotent: an already gone instance or
   server is not an error. ``terminate`` may return once the instance is shutting down (docker:
-  SIGTERM sent, reaped in the background); ``list_instances`` of the same process no longer shows it. Everything else raises ``KilnError`` (or a subclass) naming the
-  instance and the operation.
+  SIGTERM sent, reaped in the background); ``list_instances`` of the same process no longer shows
+  it. Everything else raises ``KilnError`` (or a subclass) naming the instance and the operation.
 - ``Provider.list_instances`` returns every instance of the group, including several in one slot
   (after a crash mid-batch) and stopped ones (``alive`` False, empty ``probe_address``): the engine
   reconciles them.
