@@ -156,3 +156,10 @@ def test_secrets_are_masked_in_the_command():
 def test_missing_packer_says_how_to_install(tmp_path):
     with pytest.raises(packer.PackerNotFound, match="apt-get install packer"):
         packer.find_packer(str(tmp_path / "no-packer"))
+
+
+def test_interrupted_build():
+    recorded = stream("interrupted.log")
+    assert ("error", "Cancelling build after receiving interrupt") in recorded.ui
+    assert recorded.artifacts == {}
+    assert recorded.ui[-1] == ("say", "Cleanly cancelled builds after being interrupted.")

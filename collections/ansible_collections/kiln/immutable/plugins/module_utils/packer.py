@@ -257,6 +257,7 @@ class RunResult:
     duration_s: float
     tail: list[str]  # the last lines of readable output
     stderr: str
+    stopped: str | None = None  # why kiln stopped Packer: "timeout", "SIGINT", "SIGTERM"
 
 
 def _display_cmd(cmd: list[str], secrets: Iterable[str]) -> list[str]:
@@ -360,10 +361,17 @@ def run_packer(
                 stop.interrupt("error")
                 proc.wait()
     result = RunResult(
-        shown, rc, stream, log_path, time.monotonic() - started, list(tail), "\n".join(stderr_lines)
+        shown,
+        rc,
+        stream,
+        log_path,
+        time.monotonic() - started,
+        list(tail),
+        "\n".join(stderr_lines),
+        stop.reason,
     )
     if check:
-        raise_for(result, stop.reason)
+        raise_for(result)
     return result
 
 
@@ -381,8 +389,9 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def raise_for(result: RunResult, reason: str | None = None) -> None:
+def raise_for(result: RunResult) -> None:
     """PackerError (or Timeout/Interrupted) naming what went wrong, unless the run succeeded."""
+    reason = result.stopped
     if result.rc == 0 and reason is None and not result.stream.errors:
         return
     details = {
@@ -398,7 +407,8 @@ def raise_for(result: RunResult, reason: str | None = None) -> None:
             f"packer {what} timed out after {result.duration_s:.0f}s and was stopped", **details
         )
     if reason:
-        raise PackerInterrupted(f"packer {what} was interrupted ({reason}); Packer cleaned up", **details)
+        how = "Packer cleaned up" if result.rc >= 0 else f"Packer was killed after {GRACE_S:.0f}s to clean up"
+        raise PackerInterrupted(f"packer {what} was interrupted ({reason}); {how}", **details)
     cause = result.stream.summary() or _last_error(result) or f"exit code {result.rc}"
     said = _last_error(result)
     if said and said not in cause:
@@ -418,7 +428,11 @@ def _last_error(result: RunResult) -> str:
 
 
 class _Stopper:
-    """Interrupts Packer at most once politely (SIGINT or the signal received), then kills it."""
+    """Interrupts Packer at most once politely (SIGINT or the signal received), then kills it.
+
+    Signals go to Packer's whole process group: Packer 1.6 runs under a wrapper process that does not
+    pass signals on, and its plugins are child processes that hold the output pipe open.
+    """
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
@@ -435,7 +449,7 @@ class _Stopper:
             self.reason = reason
             proc = self.proc
         try:
-            proc.send_signal(signum)
+            os.killpg(proc.pid, signum)
         except ProcessLookupError:
             return
 
@@ -443,7 +457,10 @@ class _Stopper:
             try:
                 proc.wait(timeout=GRACE_S)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
         threading.Thread(target=kill_late, daemon=True).start()
 
