@@ -9,6 +9,7 @@ so are the images the session built.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -21,7 +22,7 @@ from ansible_collections.kiln.immutable.plugins.module_utils import docker_engin
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog, Version
 from ansible_collections.kiln.immutable.plugins.module_utils.health import HealthCheck, Prober
 from ansible_collections.kiln.immutable.plugins.module_utils.rollout import Rollout, RolloutOptions
-from rollout_support import build_version, run_env, unique
+from rollout_support import build_version, run_env, task_results, unique
 
 # Fast probes: the sample image answers within a second of its start.
 TEST_HEALTH = {
@@ -146,3 +147,39 @@ def assert_converged(group: str, version: str, size: int) -> dict[str, Any]:
     names = {name for name, *_ in snap["instances"]}
     assert snap["servers"] == dict.fromkeys(names, "ready"), snap
     return snap
+
+
+def group_inventory(tmp_path, group: str, size: int, **overrides) -> str:
+    """An inventory like inventories/local with one group of instances; Docker picks the balancer's port."""
+    host = {
+        "kiln_group_image": "web",
+        "kiln_group_channel": "staging",
+        "kiln_group_size": size,
+        "kiln_group_load_balancer_options": {"port": 0},
+        "kiln_group_rollout": {"batch_size": 2, "max_surge": 2, "min_healthy_percentage": 100},
+        "kiln_group_health": TEST_HEALTH,
+        **overrides,
+    }
+    doc = {
+        "all": {
+            "hosts": {"localhost": {"ansible_connection": "local"}},
+            "children": {
+                "kiln_groups": {
+                    "hosts": {group: host},
+                    "vars": {
+                        "ansible_connection": "local",
+                        "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                    },
+                }
+            },
+        }
+    }
+    path = tmp_path / f"{group}.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def rollout_result(run) -> dict:
+    found = [r["result"] for r in task_results(run) if "Roll out group" in r["task"]]
+    assert found, run.stdout[-3000:] + run.stderr[-2000:]
+    return found[-1]

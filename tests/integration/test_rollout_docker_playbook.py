@@ -2,50 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from ansible_collections.kiln.immutable.plugins.module_utils import environment_docker
-from rollout_fixtures import TEST_HEALTH, assert_converged, snapshot
-from rollout_support import LoadGenerator, playbook, task_results
+from rollout_fixtures import assert_converged, group_inventory, rollout_result, snapshot
+from rollout_support import LoadGenerator, playbook
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-
-def group_inventory(tmp_path, group: str, size: int, **overrides) -> str:
-    """An inventory like inventories/local with one group of instances; Docker picks the balancer's port."""
-    host = {
-        "kiln_group_image": "web",
-        "kiln_group_channel": "staging",
-        "kiln_group_size": size,
-        "kiln_group_load_balancer_options": {"port": 0},
-        "kiln_group_rollout": {"batch_size": 2, "max_surge": 2, "min_healthy_percentage": 100},
-        "kiln_group_health": TEST_HEALTH,
-        **overrides,
-    }
-    doc = {
-        "all": {
-            "hosts": {"localhost": {"ansible_connection": "local"}},
-            "children": {
-                "kiln_groups": {
-                    "hosts": {group: host},
-                    "vars": {
-                        "ansible_connection": "local",
-                        "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-                    },
-                }
-            },
-        }
-    }
-    path = tmp_path / f"{group}.json"
-    path.write_text(json.dumps(doc))
-    return str(path)
-
-
-def rollout_result(run) -> dict:
-    found = [r["result"] for r in task_results(run) if "Roll out group" in r["task"]]
-    assert found, run.stdout[-3000:] + run.stderr[-2000:]
-    return found[-1]
 
 
 def test_the_rollout_playbook_replaces_a_group_under_load_without_a_failed_request(rollout_world, tmp_path):

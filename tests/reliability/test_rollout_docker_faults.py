@@ -7,16 +7,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from ansible_collections.kiln.immutable.plugins.module_utils import environment_docker
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
-from ansible_collections.kiln.immutable.plugins.module_utils.rollout import RolloutError, RolloutLocked
-from rollout_fixtures import assert_converged, engine_rollout, snapshot
-from rollout_support import ROOT, LoadGenerator
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout import RolloutError
+from rollout_fixtures import assert_converged, engine_rollout, group_inventory, snapshot
+from rollout_support import ROOT, VENV_BIN, LoadGenerator
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -29,10 +28,20 @@ def _journal(world, group: str) -> dict:
         return {}
 
 
-def _start(world, group: str, key: str, *options: str) -> subprocess.Popen:
-    """A roll-out in its own process group, so a kill takes everything it started with it."""
+def _start(world, tmp_path, group: str, size: int, key: str, rollout: dict, health: dict) -> subprocess.Popen:
+    """``ansible-playbook kiln.immutable.rollout`` in its own process group."""
+    extra = {"kiln_group": group, "kiln_version": world.version(key).ref, "kiln_rollout": rollout}
+    extra["kiln_health"] = health
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "rollout_support.py"), group, world.version(key).ref, *options],
+        [
+            str(VENV_BIN / "ansible-playbook"),
+            "kiln.immutable.rollout",
+            "-i",
+            group_inventory(tmp_path, group, size),
+            "-e",
+            json.dumps(extra),
+        ],
+        cwd=ROOT,
         env=world.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -59,59 +68,63 @@ def _events(world, group: str, kind: str, key: str) -> list[dict]:
     return [e for e in journal.get("events", []) if e["event"] == kind]
 
 
-def test_sigkill_mid_batch_then_rerun_converges_without_orphans(rollout_world):
+def test_sigkill_mid_batch_then_rerun_converges_without_orphans(rollout_world, tmp_path):
     world = rollout_world
     group = world.group()
     engine_rollout(world, group, "good", size=4, batch_size=4)
     address = environment_docker.load_balancer(group).address()
 
     with LoadGenerator(address, rate=100) as load:
-        proc = _start(
-            world,
-            group,
-            "next",
-            "batch_size=1",
-            "max_surge=1",
-            "health.interval=0.3",
-            "health.healthy_threshold=4",
-        )
+        slow = {"interval": 0.3, "healthy_threshold": 4}
+        proc = _start(world, tmp_path, group, 4, "next", {"batch_size": 1, "max_surge": 1}, slow)
         try:
-            # Kill it in the second batch, between launching the new instance and putting it in service.
-            _wait_for(lambda: len(_events(world, group, "launched", "next")) >= 2, 60, "the second launch")
+            # Kill it in the second batch, between launching the new instance and putting it in service:
+            # the module process that runs the engine (its pid is in the journal), then ansible-playbook.
+            _wait_for(lambda: len(_events(world, group, "launched", "next")) >= 2, 120, "the second launch")
+            os.kill(_journal(world, group)["pid"], signal.SIGKILL)
             os.killpg(proc.pid, signal.SIGKILL)
         finally:
             proc.wait(10)
         assert proc.returncode == -signal.SIGKILL
+        time.sleep(1)
+        events = len(_journal(world, group)["events"])
+        time.sleep(1)
+        assert len(_journal(world, group)["events"]) == events  # nothing of the killed run goes on
         left = snapshot(group)
         assert len(left["instances"]) == 5, left  # the killed batch's new instance is still there
         assert _journal(world, group)["status"] == "running"
 
-        result = engine_rollout(world, group, "next", batch_size=1, max_surge=1)
-    assert result["status"] == "succeeded", result["events"][-5:]
-    assert [e["event"] for e in result["events"]].count("resume") == 1 and len(result["runs"]) == 2
+        rerun = _start(world, tmp_path, group, 4, "next", {"batch_size": 1, "max_surge": 1}, {})
+        out, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, out[-3000:]
+    journal = _journal(world, group)
+    assert journal["status"] == "succeeded" and len(journal["runs"]) == 2
+    assert [e["event"] for e in journal["events"]].count("resume") == 1
     assert_converged(group, world.version("next").ref, 4)
     assert not load.report.failed, load.report.summary()
     assert load.report.total >= 100
 
 
-def test_a_second_rollout_of_the_same_group_is_refused_while_one_runs(rollout_world):
+def test_a_second_rollout_of_the_same_group_is_refused_while_one_runs(rollout_world, tmp_path):
     world = rollout_world
     group = world.group()
     engine_rollout(world, group, "good", size=2, batch_size=2)
-    proc = _start(world, group, "next", "batch_size=1", "health.warmup=2")
+    proc = _start(world, tmp_path, group, 2, "next", {"batch_size": 1}, {"warmup": 2})
     try:
-        _wait_for(lambda: _events(world, group, "launch", "next"), 60, "the first roll-out to start")
+        _wait_for(lambda: _events(world, group, "launch", "next"), 120, "the first roll-out to start")
         journal_id = _journal(world, group)["id"]
-        with pytest.raises(RolloutLocked, match=f"roll-out of group '{group}' is already running"):
-            engine_rollout(world, group, "next", batch_size=1)
-        out, _ = proc.communicate(timeout=120)
+        second = _start(world, tmp_path, group, 2, "next", {"batch_size": 1}, {})
+        out2, _ = second.communicate(timeout=120)
+        assert second.returncode != 0
+        assert f"a roll-out of group '{group}' is already running" in out2, out2[-3000:]
+        out, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-    assert json.loads(out.strip().splitlines()[-1]) == {"status": "succeeded", "changed": True}, out
+    assert proc.returncode == 0, out[-3000:]
     journal = _journal(world, group)
-    assert journal["id"] == journal_id and journal["status"] == "succeeded"
+    assert journal["id"] == journal_id and journal["status"] == "succeeded" and len(journal["runs"]) == 1
     assert_converged(group, world.version("next").ref, 2)
 
 
