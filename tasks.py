@@ -502,7 +502,7 @@ def pipeline(c, image=None, var=None, force=False, retest=False):
         channel, group = step["channel"], step["group"].format(image=image)
         stages.append((f"promote {channel}", functools.partial(_pipeline_promote_built, c, built, channel)))
         stages.append((f"rollout {group}", functools.partial(_pipeline_rollout, c, channel, group)))
-    report = stages_mod.run_stages(stages)
+    report = stages_mod.run_stages(stages, echo=print)
     print(f"\n{image} pipeline" + (f" for {built['ref']}" if built.get("ref") else "") + ":")
     print(report.table())
     if not report.ok:

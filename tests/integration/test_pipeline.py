@@ -224,10 +224,10 @@ def test_the_pipeline_playbook_agrees_that_everything_is_done(world):
         timeout=900,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    recap = re.search(
-        r"^localhost\s+: ok=\d+\s+changed=(\d+)\s+unreachable=0\s+failed=0", result.stdout, re.M
-    )
-    assert recap and recap.group(1) == "0", result.stdout[-3000:]
+    # localhost (build, promote, test) and each group (roll-out): nothing changed anywhere
+    recaps = dict(re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", result.stdout, re.M))
+    assert set(recaps) == {"localhost", *world.groups.values()}, result.stdout[-3000:]
+    assert set(recaps.values()) == {"0"}, result.stdout[-3000:]
     assert "web/1 passed scenario 'image'" in result.stdout and "not run again" in result.stdout
     assert world.snapshot() == before
 

@@ -75,9 +75,10 @@ class PipelineReport:
         return "\n".join([*lines, f"{verdict} ({self.seconds:.1f}s)"])
 
 
-def run_stages(stages: Sequence[tuple[str, StageFn]], echo: Callable[[str], None] = print) -> PipelineReport:
-    """Run ``stages`` in order; the first failure (or stop) leaves the rest 'not run'."""
-    report = PipelineReport([StageResult(name) for name, _ in stages])
+def run_stages(stages: Sequence[tuple[str, StageFn]], echo: Callable[[str], None]) -> PipelineReport:
+    """Run ``stages`` in order, saying each start and end through ``echo``; the first failure (or stop)
+    leaves the rest 'not run'."""
+    report = PipelineReport([StageResult(stage[0]) for stage in stages])
     started = time.monotonic()
     for index, ((name, fn), result) in enumerate(zip(stages, report.results, strict=True), start=1):
         echo(f"==> [{index}/{len(stages)}] {name}")
