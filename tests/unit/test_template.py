@@ -14,7 +14,8 @@ FIXTURES = ROOT / "tests" / "fixtures" / "templates"
 
 def test_python_hcl2_output_shape_is_pinned():
     # An upgrade of python-hcl2 that changes this shape must fail here, not somewhere downstream.
-    assert tm.read_hcl(str(FIXTURES / "tiny" / "tiny.pkr.hcl")) == {
+    path = FIXTURES / "tiny" / "tiny.pkr.hcl"
+    assert tm.parse_hcl(str(path), path.read_text()) == {
         "variable": [
             {"version": {"type": "string", "description": "Version name reserved by the kiln catalog."}},
             {"repository": {"type": "string", "default": "kiln-test/tiny"}},
@@ -171,6 +172,14 @@ def test_missing_folder_and_empty_folder(tmp_path):
         tm.load(str(tmp_path / "nope"))
     with pytest.raises(tm.TemplateError, match=r"no \*\.pkr\.hcl"):
         tm.load(str(tmp_path))
+
+
+def test_the_parse_cache_returns_the_same_dict(tmp_path, monkeypatch):
+    monkeypatch.setenv("KILN_STATE_DIR", str(tmp_path / "state"))
+    path = str(FIXTURES / "tiny" / "tiny.pkr.hcl")
+    first = tm.read_hcl(path)
+    assert list((tmp_path / "state" / "cache" / "hcl").glob("*.json"))
+    assert tm.read_hcl(path) == first == tm.parse_hcl(path, Path(path).read_text())
 
 
 def test_interpolation_of_what_kiln_needs():

@@ -410,7 +410,7 @@ def read_artifacts(stream: packer.BuildStream) -> dict:
                 entry.setdefault("tags", []).append(artifact.id)
             elif artifact.builder_id in ("mitchellh.amazonebs", "mitchellh.amazon.ebs"):
                 for pair in artifact.id.split(","):
-                    region, _, ami = pair.partition(":")
+                    region, dummy, ami = pair.partition(":")
                     out.setdefault("ami", {})[region] = ami
         if entry:
             if entry.get("tags"):
@@ -445,7 +445,7 @@ def capture_packages(image_id: str) -> dict[str, str]:
         raise BuildError(f"cannot list the Debian packages of image {image_id}: {exc}") from exc
     packages = {}
     for line in output.decode("utf-8", "replace").splitlines():
-        pkg, _, version = line.partition("\t")
+        pkg, dummy, version = line.partition("\t")
         if pkg:
             packages[pkg] = version
     return packages
@@ -473,7 +473,7 @@ def _remove_tags(artifacts: dict) -> None:
 
 def _ansible_version() -> str | None:
     try:
-        from ansible.release import __version__
+        from ansible.module_utils.ansible_release import __version__
     except ImportError:
         return None
     return __version__

@@ -163,7 +163,7 @@ def _env_vars(pairs: list[str], variables: dict, root: str) -> dict[str, str]:
     """The provisioner's ``ansible_env_vars`` as a dict; paths normalised so lookups are stable."""
     env = {}
     for pair in pairs:
-        key, _, value = str(pair).partition("=")
+        key, dummy, value = str(pair).partition("=")
         value = interpolate(value, variables, root)
         env[key] = os.path.normpath(value) if key == "ANSIBLE_CONFIG" else value
     return env

@@ -226,7 +226,7 @@ class BuildStream:
 
     @property
     def failed_builds(self) -> list[str]:
-        return [build for build, _ in self.errors if build]
+        return [build for build, dummy in self.errors if build]
 
     def summary(self) -> str:
         """The errors Packer reported, one line each (what a failure message leads with)."""

@@ -12,14 +12,17 @@ Expressions come back as ``"${...}"`` strings; :func:`interpolate` resolves the 
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .common import KilnError
+from .common import KilnError, state_dir
 
 _MISSING = object()
+_CACHE_FORMAT = "1"  # bump when the options passed to python-hcl2 change
 _EXPR = re.compile(r"\$\{\s*([a-zA-Z_][\w.-]*)\s*\}")
 
 
@@ -36,18 +39,53 @@ def _options():
 
 
 def read_hcl(path: str) -> dict:
-    """One HCL file as python-hcl2's dict; TemplateError with the file and line when it is malformed."""
+    """One HCL file as python-hcl2's dict; TemplateError with the file and line when it is malformed.
+
+    Parsed files are cached by content in the state folder: loading python-hcl2's parser alone takes
+    a good part of a no-op build's decision time.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise TemplateError(f"cannot read {path}: {exc.strerror}", path=path) from exc
+    cache = _cache_path(text)
+    try:
+        with open(cache, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        pass
+    parsed = parse_hcl(path, text)
+    try:
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        tmp = f"{cache}.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(parsed, handle)
+        os.replace(tmp, cache)
+    except (OSError, TypeError, ValueError):
+        pass  # no cache, only slower
+    return parsed
+
+
+def _cache_path(text: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        hcl2_version = version("python-hcl2")
+    except PackageNotFoundError:
+        hcl2_version = "unknown"
+    key = hashlib.sha256(f"{hcl2_version}\0{_CACHE_FORMAT}\0{text}".encode()).hexdigest()
+    return os.path.join(state_dir(), "cache", "hcl", f"{key}.json")
+
+
+def parse_hcl(path: str, text: str) -> dict:
+    """python-hcl2 on ``text`` (read from ``path``), never cached; errors name the file and line."""
     try:
         import hcl2
     except ImportError as exc:
         raise TemplateError(f"python-hcl2 is missing ({exc}); pip install 'python-hcl2>=8.1.4,<9'") from exc
     from lark.exceptions import UnexpectedInput
 
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise TemplateError(f"cannot read {path}: {exc.strerror}", path=path) from exc
     try:
         return hcl2.loads(text, serialization_options=_options())
     except UnexpectedInput as exc:
@@ -245,7 +283,7 @@ def _build(body: dict, index: int) -> Build:
     for ref in body.get("sources", []) or []:
         sources.append(str(ref).removeprefix("source."))
     for nested in body.get("source", []) or []:  # source "docker.web" { ... } inside a build
-        sources.extend(str(label).removeprefix("source.") for label, _ in _blocks(nested))
+        sources.extend(str(label).removeprefix("source.") for label, dummy in _blocks(nested))
     provisioners = [Plugin("provisioner", t, c or {}) for t, c in _blocks(body.get("provisioner", []))]
     chains = [[Plugin("post-processor", t, c or {})] for t, c in _blocks(body.get("post-processor", []))]
     for group in body.get("post-processors", []) or []:
