@@ -33,6 +33,7 @@ sys.path[:0] = [str(ROOT / "collections"), str(ROOT / "tests")]
 from ansible_collections.kiln.immutable.plugins.module_utils import (  # noqa: E402
     docker_engine,
     environment_docker,
+    provider_docker,
 )
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog  # noqa: E402
 from ansible_collections.kiln.immutable.plugins.module_utils.health import HealthCheck, Prober  # noqa: E402
@@ -251,6 +252,7 @@ class Bench:
             docker_engine.remove_container(name, stop_timeout=1)
         for network in docker_engine.client().networks.list(names=[f"{self.prefix}-base"]):
             network.remove()
+        provider_docker.settle()
         for image in self.built:
             try:
                 docker_engine.client().images.remove(image, force=True)

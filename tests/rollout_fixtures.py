@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ansible_collections.kiln.immutable.plugins.module_utils import docker_engine, environment_docker
+from ansible_collections.kiln.immutable.plugins.module_utils import (
+    docker_engine,
+    environment_docker,
+    provider_docker,
+)
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog, Version
 from ansible_collections.kiln.immutable.plugins.module_utils.health import HealthCheck, Prober
 from ansible_collections.kiln.immutable.plugins.module_utils.rollout import Rollout, RolloutOptions
@@ -101,6 +105,7 @@ def rollout_world(tmp_path_factory) -> Any:
                 environment_docker.down(group)
             except Exception as exc:  # keep cleaning the others
                 print(f"cleanup of group {group} failed: {exc}", file=sys.stderr)
+        provider_docker.settle()  # containers terminated in the background are gone before their images
         for image in built:
             try:
                 docker_engine.client().images.remove(image, force=True)
