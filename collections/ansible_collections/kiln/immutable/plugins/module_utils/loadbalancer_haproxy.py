@@ -317,7 +317,7 @@ class HAProxyLoadBalancer:
                     raise LoadBalancerError(
                         f"the load balancer of group {self.group} did not come up within {timeout:g}s: {exc}",
                         logs=logs,
-                    ) from exc
+                    ) from None
             time.sleep(0.1)
 
     def _cmd(self, line: str, ok: tuple[str, ...] = ()) -> str:
@@ -406,7 +406,7 @@ class HAProxyLoadBalancer:
         """Server name -> SERVER_READY / SERVER_DRAIN / SERVER_MAINT; empty without a load balancer."""
         if self._socket_path() is None:
             return {}
-        return {name: admin_state(bits) for name, (_, bits) in self._states().items()}
+        return {name: admin_state(state[1]) for name, state in self._states().items()}
 
 
 def lb_container_name(group: str) -> str:

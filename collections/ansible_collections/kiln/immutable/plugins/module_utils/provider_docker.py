@@ -44,7 +44,7 @@ def _started_at(text: str | None) -> float:
     """Docker's RFC 3339 time with nanoseconds ("2024-05-01T10:00:00.123456789Z") as epoch seconds."""
     if not text or text.startswith("0001-"):
         return 0.0
-    head, _, frac = text.rstrip("Z").partition(".")
+    head, frac = (text.rstrip("Z").split(".", 1) + [""])[:2]
     stamp = datetime.datetime.fromisoformat(head).replace(tzinfo=datetime.UTC)
     return stamp.timestamp() + (float(f"0.{frac[:6]}") if frac else 0.0)
 
