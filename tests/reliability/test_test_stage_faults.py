@@ -37,11 +37,16 @@ def state(tmp_path):
     return tmp_path
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without kiln's own settings, which other fixtures may have set."""
+    return {k: v for k, v in os.environ.items() if k not in ("KILN_STATE_DIR", "KILN_CATALOG")}
+
+
 def invoke_test(state: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(VENV_BIN / "invoke"), "test", *args],
         cwd=ROOT,
-        env={**os.environ, "INVOKE_KILN_STATE_DIR": str(state), "NO_COLOR": "1"},
+        env={**clean_env(), "INVOKE_KILN_STATE_DIR": str(state), "NO_COLOR": "1"},
         capture_output=True,
         text=True,
         timeout=timeout,
