@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import report
 from .common import KilnError, state_dir
 from .health import HealthOutcome, Prober
 from .rollout_types import SERVER_DRAIN, SERVER_READY, Instance, LoadBalancer, Provider
@@ -354,8 +355,10 @@ class Rollout:
         journal = read_journal(self.journal_path)
         phase, resuming = self._decide(journal)
         instances = self.provider.list_instances(self.group)
-        # A slot emptied just before a crash has no instance any more; the journal still knows it.
-        known = [int(s) for s in (journal or {}).get("before") or {}] if resuming else []
+        # A slot emptied just before a crash has no instance any more; an unfinished journal still knows
+        # it, whether this run resumes that roll-out or supersedes it with a new target.
+        unfinished = bool(journal) and journal.get("status") in UNFINISHED
+        known = [int(s) for s in journal.get("before") or {}] if unfinished else []
         return journal, phase, resuming, instances, self._slots(instances, known)
 
     def _slots(self, instances: list[Instance], known: list[int]) -> list[int]:
@@ -635,9 +638,11 @@ class Rollout:
         self.journal.event("finish", status=doc["status"])
         result_path = os.path.join(self.folder, f"{doc['id']}.json")
         doc["result_path"] = result_path
+        doc["report_path"] = os.path.splitext(result_path)[0] + ".html"
         doc["journal_path"] = self.journal_path
         self.journal.save()
         write_json_atomic(result_path, doc)
+        report.write_html(doc, out=doc["report_path"])
         return {**doc, "changed": self.journal.changed}
 
     # ------------------------------------------------------------------ batches and slots

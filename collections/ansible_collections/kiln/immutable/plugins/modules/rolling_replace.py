@@ -281,6 +281,10 @@ result_path:
   description: The result written as JSON.
   returned: when not in check mode
   type: str
+report_path:
+  description: The result as an HTML page with a timeline of instances by version, batches and health checks.
+  returned: when not in check mode
+  type: str
 duration_s:
   description: Seconds from the roll-out's start to its end (across resumed runs).
   returned: when not in check mode
