@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError
 from ansible_collections.kiln.immutable.plugins.module_utils.health import HealthCheck, Prober, ProbeResult
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout import Rollout, RolloutOptions
 from ansible_collections.kiln.immutable.plugins.module_utils.rollout_types import (
     SERVER_DRAIN,
     SERVER_MAINT,
@@ -220,3 +221,21 @@ def fake_prober(world: World, **overrides) -> Prober:
     options = {"interval": 0.001, "healthy_threshold": 1, "unhealthy_threshold": 2, "deadline": 2.0}
     options.update(overrides)
     return Prober(HealthCheck(**options), probe=fake_probe(world))
+
+
+V1, V2, V3 = FakeVersion("web", "1"), FakeVersion("web", "2"), FakeVersion("web", "3")
+VERSIONS = {v.ref: v for v in (V1, V2, V3)}
+
+
+def fake_rollout(world: World, root, target: FakeVersion = V2, **options) -> Rollout:
+    """A roll-out of ``world``'s group to ``target`` with the fakes, its state under ``root``."""
+    return Rollout(
+        world.group,
+        target,
+        FakeProvider(world),
+        FakeLoadBalancer(world),
+        fake_prober(world),
+        RolloutOptions(**options),
+        resolve_version=VERSIONS.__getitem__,
+        root=str(root),
+    )

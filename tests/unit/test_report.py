@@ -10,28 +10,14 @@ import xml.etree.ElementTree as ET
 import pytest
 from ansible_collections.kiln.immutable.plugins.module_utils import report
 from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError
-from ansible_collections.kiln.immutable.plugins.module_utils.rollout import Rollout, RolloutOptions
-from rollout_fakes import FakeLoadBalancer, FakeProvider, FakeVersion, World, fake_prober
-
-V1, V2 = FakeVersion("web", "1"), FakeVersion("web", "2")
-VERSIONS = {v.ref: v for v in (V1, V2)}
+from rollout_fakes import V1, World, fake_rollout
 
 
 def run_rollout(root, world: World | None = None, **options) -> dict:
     if world is None:
         world = World()
         world.seed(4, V1)
-    engine = Rollout(
-        world.group,
-        V2,
-        FakeProvider(world),
-        FakeLoadBalancer(world),
-        fake_prober(world),
-        RolloutOptions(**options),
-        resolve_version=VERSIONS.__getitem__,
-        root=str(root),
-    )
-    return engine.run()
+    return fake_rollout(world, root, **options).run()
 
 
 @pytest.fixture(scope="module")

@@ -10,27 +10,10 @@ import sys
 import pytest
 from ansible_collections.kiln.immutable.plugins.module_utils.rollout import (
     GroupLock,
-    Rollout,
     RolloutLocked,
-    RolloutOptions,
 )
-from rollout_fakes import FakeLoadBalancer, FakeProvider, FakeVersion, World, fake_prober
-
-V1, V2 = FakeVersion("web", "1"), FakeVersion("web", "2")
-VERSIONS = {v.ref: v for v in (V1, V2)}
-
-
-def rollout(world: World, tmp_path, target=V2, **options) -> Rollout:
-    return Rollout(
-        world.group,
-        target,
-        FakeProvider(world),
-        FakeLoadBalancer(world),
-        fake_prober(world),
-        RolloutOptions(**options),
-        resolve_version=VERSIONS.__getitem__,
-        root=str(tmp_path),
-    )
+from rollout_fakes import V1, VERSIONS, World
+from rollout_fakes import fake_rollout as rollout
 
 
 def slot_events(result: dict, slot: int) -> list[str]:

@@ -13,22 +13,8 @@ from ansible_collections.kiln.immutable.plugins.module_utils.rollout import (
     plan_batches,
     validate,
 )
-from rollout_fakes import FakeLoadBalancer, FakeProvider, FakeVersion, World, fake_prober
-
-V1, V2 = FakeVersion("web", "1"), FakeVersion("web", "2")
-
-
-def rollout(world: World, tmp_path, target=V2, **options) -> Rollout:
-    return Rollout(
-        world.group,
-        target,
-        FakeProvider(world),
-        FakeLoadBalancer(world),
-        fake_prober(world),
-        RolloutOptions(**options),
-        resolve_version={v.ref: v for v in (V1, V2)}.__getitem__,
-        root=str(tmp_path),
-    )
+from rollout_fakes import V1, V2, FakeProvider, FakeVersion, World, fake_prober
+from rollout_fakes import fake_rollout as rollout
 
 
 @pytest.mark.parametrize(

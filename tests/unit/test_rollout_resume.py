@@ -13,28 +13,16 @@ import pytest
 from ansible_collections.kiln.immutable.plugins.module_utils.rollout import (
     Rollout,
     RolloutError,
-    RolloutOptions,
 )
 from ansible_collections.kiln.immutable.plugins.module_utils.rollout_types import SERVER_MAINT, Instance
-from rollout_fakes import Crash, FakeLoadBalancer, FakeProvider, FakeVersion, World, fake_prober
+from rollout_fakes import V1, V2, V3, Crash, FakeProvider, World, fake_rollout
 
-V1, V2, V3 = FakeVersion("web", "1"), FakeVersion("web", "2"), FakeVersion("web", "3")
-VERSIONS = {v.ref: v for v in (V1, V2, V3)}
 SIZE = 3
 OPTIONS = {"batch_size": 2, "max_surge": 1, "min_healthy_percentage": 50}  # surge and in place both happen
 
 
 def rollout(world: World, tmp_path, target=V2, **options) -> Rollout:
-    return Rollout(
-        world.group,
-        target,
-        FakeProvider(world),
-        FakeLoadBalancer(world),
-        fake_prober(world),
-        RolloutOptions(**{**OPTIONS, **options}),
-        resolve_version=VERSIONS.__getitem__,
-        root=str(tmp_path),
-    )
+    return fake_rollout(world, tmp_path, target, **{**OPTIONS, **options})
 
 
 def steps_of_a_clean_run(bad: bool) -> int:
