@@ -407,21 +407,14 @@ class Catalog:
         self, image: str, channel: str | None = None, limit: int = 50, before: int | None = None
     ) -> list[dict]:
         """Moves of a channel (or of every channel of ``image``), newest first: who, when, why, from, to."""
-        sql = (
-            "SELECT id, channel, version, previous, action, principal, reason, at FROM channel_history "
-            "WHERE image=?"
+        sql, params = _newest_first(
+            "SELECT id, channel, version, previous, action, principal, reason, at FROM channel_history",
+            {"image": image, "channel": channel},
+            before,
+            limit,
         )
-        params: list[Any] = [image]
-        if channel:
-            sql += " AND channel=?"
-            params.append(channel)
-        if before is not None:
-            sql += " AND id < ?"
-            params.append(before)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params.append(limit)
         with self.store.read() as tx:
-            rows = tx.all(sql, tuple(params))
+            rows = tx.all(sql, params)
         return [
             {
                 "id": r[0],
@@ -751,18 +744,14 @@ class Catalog:
 
     def events(self, limit: int = 50, before: int | None = None, subject: str | None = None) -> list[dict]:
         """Audit events, newest first."""
-        sql = "SELECT id, at, principal, action, subject, payload, prev_hash, hash FROM events WHERE 1=1"
-        params: list[Any] = []
-        if subject:
-            sql += " AND subject=?"
-            params.append(subject)
-        if before is not None:
-            sql += " AND id < ?"
-            params.append(before)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params.append(limit)
+        sql, params = _newest_first(
+            "SELECT id, at, principal, action, subject, payload, prev_hash, hash FROM events",
+            {"subject": subject},
+            before,
+            limit,
+        )
         with self.store.read() as tx:
-            return [_event_dict(row) for row in tx.all(sql, tuple(params))]
+            return [_event_dict(row) for row in tx.all(sql, params)]
 
     def verify(self) -> dict:
         """Check the audit trail: every hash, every link, the head, and that the state agrees with it.
@@ -1137,6 +1126,17 @@ def _import_row(table: str, row: dict) -> dict:
     if column and not isinstance(row[column], str):
         row = {**row, column: _canonical(row[column])}
     return row
+
+
+def _newest_first(select: str, equal: dict[str, Any], before: int | None, limit: int) -> tuple[str, tuple]:
+    """``select`` filtered on the given columns (None skips one), one keyset page newest first."""
+    where = [f"{column}=?" for column, value in equal.items() if value]
+    params: list[Any] = [value for value in equal.values() if value]
+    if before is not None:
+        where.append("id < ?")
+        params.append(before)
+    sql = select + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
+    return sql, (*params, limit)
 
 
 def _event_dict(row: tuple) -> dict:
