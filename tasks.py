@@ -123,7 +123,10 @@ def _catalog(c):
 
     if str(ROOT / "collections") not in sys.path:
         sys.path.insert(0, str(ROOT / "collections"))
-    from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog, CatalogError
+    from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import (
+        Catalog,
+        CatalogError,
+    )
 
     try:
         return Catalog(_env(c)["KILN_CATALOG"])
@@ -134,7 +137,7 @@ def _catalog(c):
 def _catalog_call(c, fn):
     """Run ``fn(catalog)``, turning a catalog error into a clean exit with its message."""
     catalog = _catalog(c)
-    from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError
+    from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 
     try:
         return fn(catalog)
@@ -209,10 +212,10 @@ def diff(c, old, new, json=False):
     import json as jsonlib
 
     def compare(catalog):
-        from ansible_collections.kiln.immutable.plugins.module_utils import catalog_diff
+        from ansible_collections.kiln.immutable.plugins.module_utils.catalog import diff
 
-        found = catalog_diff.diff_versions(catalog.get(old), catalog.get(new))
-        return jsonlib.dumps(found, indent=2) if json else catalog_diff.format_diff(found)
+        found = diff.diff_versions(catalog.get(old), catalog.get(new))
+        return jsonlib.dumps(found, indent=2) if json else diff.format_diff(found)
 
     print(_catalog_call(c, compare))
 
@@ -295,7 +298,6 @@ def catalog_import(c, input="catalog.json"):
     print(f"imported {report['events']} events into {_env(c)['KILN_CATALOG']} (head {report['head']})")
 
 
-
 # --- the test stage and the pipeline ------------------------------------------------------------------
 
 COLLECTION_DIR = ROOT / "collections" / "ansible_collections" / "kiln" / "immutable"
@@ -322,7 +324,7 @@ def _with_catalog(c, fn):
 
 def _run_test(c, *, scenario=None, project_dir=None, timeout=None, **target):
     """Run the test stage in-process, streaming Molecule's output; returns the recorded outcome."""
-    image_test = _utils("image_test")
+    image_test = _utils("test_stage.image_test")
     settings = c.kiln.test
     return _with_catalog(
         c,
@@ -350,8 +352,16 @@ def _run_test(c, *, scenario=None, project_dir=None, timeout=None, **target):
         "timeout": "seconds Molecule may run before it is stopped (default 900)",
     }
 )
-def test(c, version=None, channel=None, image=None, scenario=None, project_dir=None, skip_passed=False,
-         timeout=None):
+def test(
+    c,
+    version=None,
+    channel=None,
+    image=None,
+    scenario=None,
+    project_dir=None,
+    skip_passed=False,
+    timeout=None,
+):
     """Start one version with Molecule, verify it as a user would, and record the result in the catalog."""
     if bool(version) == bool(channel):
         raise Exit("test needs exactly one of --version (e.g. web/7) or --channel (e.g. dev)")
@@ -366,7 +376,7 @@ def test(c, version=None, channel=None, image=None, scenario=None, project_dir=N
             timeout=timeout,
             skip_passed=skip_passed,
         )
-    except _utils("common").KilnError as exc:
+    except _utils("common.errors").KilnError as exc:
         raise Exit(f"kiln: {exc}") from exc
     if not outcome.passed:
         raise Exit(f"kiln: {outcome.summary()}", code=1)
@@ -380,7 +390,7 @@ def _policy_path(c) -> str:
 
 def _pipeline_build(c, image: str, variables, force: bool) -> tuple[bool, str]:
     """Run the build stage; returns (built something new, the version's ref)."""
-    pipeline = _utils("pipeline")
+    pipeline = _utils("pipeline.stages")
 
     def refs(catalog):
         return {v.ref for v in catalog.list_versions(image, limit=1000)}
@@ -396,7 +406,7 @@ def _pipeline_build(c, image: str, variables, force: bool) -> tuple[bool, str]:
 
     # nothing built: the version with these inputs was already there; ask the build's own planner
     def found(catalog):
-        build_utils = _utils("build")
+        build_utils = _utils("build.flow")
         request = build_utils.BuildRequest(
             template=str(ROOT / "packer" / image),
             image=image,
@@ -414,14 +424,14 @@ def _pipeline_build(c, image: str, variables, force: bool) -> tuple[bool, str]:
 
 def _pipeline_promote(c, ref: str, channel: str) -> tuple[bool, str]:
     """Promote ``ref`` to ``channel`` unless it is there already; a policy refusal names its rules."""
-    pipeline = _utils("pipeline")
-    policy = _utils("policy").Policy.load(_policy_path(c))
+    pipeline = _utils("pipeline.stages")
+    policy = _utils("catalog.policy").Policy.load(_policy_path(c))
     image = ref.split("/", 1)[0]
 
     def plan(catalog):
         try:
             return catalog.promote(channel, ref, policy=policy, check=True)
-        except _utils("catalog").PolicyRefused as exc:
+        except _utils("catalog.catalog").PolicyRefused as exc:
             rules = "; ".join(exc.details.get("rules") or []) or exc.msg
             raise pipeline.StageFailed(f"the promotion policy refuses {ref} on {channel}: {rules}") from exc
 
@@ -441,13 +451,13 @@ def _pipeline_promote_built(c, built: dict, channel: str) -> tuple[bool, str]:
 
 def _group_instances(group: str) -> list[tuple[str, str]]:
     """(instance id, version) of each instance of a group on the local Docker provider."""
-    provider = _utils("provider_docker").DockerProvider()
+    provider = _utils("providers.docker.provider").DockerProvider()
     return sorted((i.id, i.version) for i in provider.list_instances(group))
 
 
 def _pipeline_rollout(c, channel: str, group: str) -> tuple[bool, str]:
     """Roll ``group`` out to what ``channel`` points at, with the roll-out stage's own task."""
-    pipeline = _utils("pipeline")
+    pipeline = _utils("pipeline.stages")
     rollout = ns.tasks.get("rollout")
     if rollout is None:
         raise pipeline.StopPipeline(
@@ -479,7 +489,7 @@ def pipeline(c, image=None, var=None, force=False, retest=False):
     """Build, test, promote to staging, roll out to staging, promote to prod, roll out to prod."""
     image = image or c.kiln.image
     settings = c.kiln.pipeline
-    stages_mod = _utils("pipeline")
+    stages_mod = _utils("pipeline.stages")
     dev = settings.build_channel
     built: dict = {}
 
@@ -549,7 +559,7 @@ ns.configure(
 def _groups(c, only: str | None = None) -> list:
     """The groups of the inventory (hosts of kiln_groups), through ansible-inventory."""
     inventory = str(ROOT / c.kiln.inventory)
-    targets = _utils("status").inventory_targets(inventory, str(VENV_BIN / "ansible-inventory"))
+    targets = _utils("observe.status").inventory_targets(inventory, str(VENV_BIN / "ansible-inventory"))
     if only:
         targets = [t for t in targets if t.group == only]
         if not targets:
@@ -568,7 +578,7 @@ def status(c, json=False, no_filesystem=False):
     """Show images and tests, channels, and each group's instances with version, health, age and drift."""
     import json as jsonlib
 
-    show = _utils("status")
+    show = _utils("observe.status")
     doc = _catalog_call(c, lambda catalog: show.collect(catalog, _groups(c), filesystem=not no_filesystem))
     print(jsonlib.dumps(doc, indent=2) if json else show.render(doc))
 
@@ -584,7 +594,7 @@ def drift(c, group=None, json=False, no_filesystem=False):
     """List instances that drifted from their channel's version or changed on disk; exits 1 on drift."""
     import json as jsonlib
 
-    drift_utils = _utils("drift")
+    drift_utils = _utils("observe.drift")
     report = _catalog_call(
         c, lambda catalog: drift_utils.detect(_groups(c, group), catalog, filesystem=not no_filesystem)
     )
@@ -601,11 +611,11 @@ def drift(c, group=None, json=False, no_filesystem=False):
 )
 def report(c, group=None, result=None):
     """Write the newest roll-out's report (HTML page with a timeline, next to its JSON) and print its path."""
-    pages = _utils("report")
+    pages = _utils("observe.report")
     try:
         source = result or pages.newest_result(str(Path(_env(c)["KILN_STATE_DIR"]) / "rollouts"), group)
         print(pages.write_html(source))
-    except _utils("common").KilnError as exc:
+    except _utils("common.errors").KilnError as exc:
         raise Exit(f"kiln: {exc}") from exc
 
 

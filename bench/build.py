@@ -1,6 +1,6 @@
 """Benchmark the build stage against raw Packer on the same template, in the same run.
 
-    .venv/bin/python bench/build.py [--image web] [--rounds 1]
+    .venv/bin/python bench/flow.py [--image web] [--rounds 1]
 
 Prints, for each round and as medians:
   - cold kiln build (ansible-playbook kiln.immutable.build, empty catalog) / raw `packer build`  (goal <= 1.1)
@@ -26,18 +26,18 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
 sys.path.insert(0, str(ROOT / "collections"))
 
-from ansible_collections.kiln.immutable.plugins.module_utils import build as bm  # noqa: E402
-from ansible_collections.kiln.immutable.plugins.module_utils import docker_engine  # noqa: E402
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog  # noqa: E402
+from ansible_collections.kiln.immutable.plugins.module_utils.build import flow as bm
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.common import docker_api
 
 DECISION = """
 import json, sys, time
 started = time.monotonic()
-from ansible_collections.kiln.immutable.plugins.module_utils import build
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
-request = build.BuildRequest(**json.loads(sys.argv[1]))
+from ansible_collections.kiln.immutable.plugins.module_utils.build import flow
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
+request = flow.BuildRequest(**json.loads(sys.argv[1]))
 with Catalog(None) as catalog:
-    plan = build.plan(request, catalog)
+    plan = flow.plan(request, catalog)
 print(json.dumps({"total_s": time.monotonic() - started, "plan_s": plan.decision_s, "needed": plan.needed}))
 """
 
@@ -120,7 +120,7 @@ def main() -> None:
             rounds.append(figures)
             print(f"round {n + 1}: " + ", ".join(f"{k}={v:.2f}" for k, v in figures.items()), flush=True)
     finally:
-        engine = docker_engine.client()
+        engine = docker_api.client()
         for image in engine.images.list():
             for name in image.tags:
                 if name.startswith(f"{tag}/"):

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "collections"))
 
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog, Version  # noqa: E402
-from ansible_collections.kiln.immutable.plugins.modules.image_info import query  # noqa: E402
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog, Version
+from ansible_collections.kiln.immutable.plugins.modules.image_info import query
 
 CHANNELS = ("dev", "staging", "prod")
 GOAL_MS = 50.0

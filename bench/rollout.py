@@ -30,20 +30,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "collections"), str(ROOT / "tests")]
 
-from ansible_collections.kiln.immutable.plugins.module_utils import (  # noqa: E402
-    docker_engine,
-    environment_docker,
-    provider_docker,
-)
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog  # noqa: E402
-from ansible_collections.kiln.immutable.plugins.module_utils.health import HealthCheck, Prober  # noqa: E402
-from ansible_collections.kiln.immutable.plugins.module_utils.loadbalancer_haproxy import (  # noqa: E402
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.common import docker_api
+from ansible_collections.kiln.immutable.plugins.module_utils.deploy import docker_environment
+from ansible_collections.kiln.immutable.plugins.module_utils.loadbalancers.haproxy.loadbalancer import (
     CONFIG_NAME,
     CONTAINER_PORT,
     SOCKET_DIR,
 )
-from ansible_collections.kiln.immutable.plugins.module_utils.rollout import Rollout, RolloutOptions  # noqa: E402
-from rollout_support import VENV_BIN, LoadGenerator, build_version, run_env, unique  # noqa: E402
+from ansible_collections.kiln.immutable.plugins.module_utils.providers.docker import provider
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout.engine import (
+    Rollout,
+    RolloutOptions,
+)
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout.health import HealthCheck, Prober
+from rollout_support import VENV_BIN, LoadGenerator, build_version, run_env, unique
 
 HEALTH = {"interval": 0.2, "timeout": 2, "healthy_threshold": 2, "unhealthy_threshold": 3, "deadline": 60}
 
@@ -99,8 +100,8 @@ class Bench:
         return Rollout(
             group,
             self.versions[key],
-            environment_docker.provider(),
-            environment_docker.load_balancer(group),
+            docker_environment.provider(),
+            docker_environment.load_balancer(group),
             Prober(HealthCheck.from_options(HEALTH)),
             RolloutOptions(**options),
             resolve_version=self.resolve,
@@ -111,7 +112,7 @@ class Bench:
     def start_to_healthy(self, samples: int = 3) -> float:
         """Median seconds from launch to healthy of one instance, with the roll-out's own probe."""
         group = self.group("floor")
-        provider = environment_docker.provider()
+        provider = docker_environment.provider()
         prober = Prober(HealthCheck.from_options(HEALTH))
         times = []
         for slot in range(samples):
@@ -121,14 +122,14 @@ class Bench:
             times.append(time.monotonic() - started)
             assert outcome.healthy, outcome.detail
             provider.terminate(instance)
-        environment_docker.down(group)
+        docker_environment.down(group)
         return statistics.median(times)
 
     def kiln(self, size: int, batch: int | str, surge: int | str) -> dict:
         group = self.group(f"kiln{size}")
         fill = self.rollout(group, "old", size=size, batch_size=10)
         assert fill["status"] == "succeeded", fill["status"]
-        address = environment_docker.load_balancer(group).address()
+        address = docker_environment.load_balancer(group).address()
         with LoadGenerator(address, rate=self.args.rate, workers=16) as load:
             floor_one = self.start_to_healthy()  # under the same load as the roll-out
             started = time.monotonic()
@@ -137,7 +138,7 @@ class Bench:
             time.sleep(1)
         report = load.report
         assert result["status"] == "succeeded", result["status"]
-        environment_docker.down(group)
+        docker_environment.down(group)
         batches = len(result["batches"])
         return {
             "instances": size,
@@ -157,7 +158,7 @@ class Bench:
     def baseline(self, size: int) -> dict:
         """docker_container recreate: true under serial: 1, behind HAProxy with static servers."""
         network = f"{self.prefix}-base"
-        docker_engine.ensure_network(network, {"kiln.bench": self.prefix})
+        docker_api.ensure_network(network, {"kiln.bench": self.prefix})
         names = [f"{self.prefix}-base-{i}" for i in range(size)]
         self.baseline_names = list(names)
         folder = self.state / "baseline-lb"
@@ -166,7 +167,7 @@ class Bench:
         (folder / CONFIG_NAME).write_text(BASELINE_HAPROXY + servers)
         lb_name = f"{self.prefix}-base-lb"
         self.baseline_names.append(lb_name)
-        lb = docker_engine.client().containers.run(
+        lb = docker_api.client().containers.run(
             self.versions["lb"].artifacts["docker"]["image_id"],
             name=lb_name,
             detach=True,
@@ -245,17 +246,17 @@ class Bench:
     def cleanup(self) -> None:
         for group in self.groups:
             try:
-                environment_docker.down(group)
+                docker_environment.down(group)
             except Exception as exc:  # keep cleaning
                 say(f"cleanup of {group}: {exc}")
         for name in self.baseline_names:
-            docker_engine.remove_container(name, stop_timeout=1)
-        for network in docker_engine.client().networks.list(names=[f"{self.prefix}-base"]):
+            docker_api.remove_container(name, stop_timeout=1)
+        for network in docker_api.client().networks.list(names=[f"{self.prefix}-base"]):
             network.remove()
-        provider_docker.settle()
+        provider.settle()
         for image in self.built:
             try:
-                docker_engine.client().images.remove(image, force=True)
+                docker_api.client().images.remove(image, force=True)
             except Exception as exc:
                 say(f"cleanup of image {image}: {exc}")
         import shutil

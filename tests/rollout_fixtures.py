@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ansible_collections.kiln.immutable.plugins.module_utils import (
-    docker_engine,
-    environment_docker,
-    provider_docker,
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog, Version
+from ansible_collections.kiln.immutable.plugins.module_utils.common import docker_api
+from ansible_collections.kiln.immutable.plugins.module_utils.deploy import docker_environment
+from ansible_collections.kiln.immutable.plugins.module_utils.providers.docker import provider
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout.engine import (
+    Rollout,
+    RolloutOptions,
 )
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog, Version
-from ansible_collections.kiln.immutable.plugins.module_utils.health import HealthCheck, Prober
-from ansible_collections.kiln.immutable.plugins.module_utils.rollout import Rollout, RolloutOptions
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout.health import HealthCheck, Prober
 from rollout_support import build_version, run_env, task_results, unique
 
 # Fast probes: the sample image answers within a second of its start.
@@ -74,7 +75,7 @@ def _build(env: dict[str, str], image: str, variables: dict[str, str], force: bo
 @pytest.fixture(scope="session")
 def rollout_world(tmp_path_factory) -> Any:
     try:
-        docker_engine.client()
+        docker_api.client()
     except Exception as exc:  # no engine on this machine
         pytest.skip(f"Docker is not available: {exc}")
     state = tmp_path_factory.mktemp("rollout")
@@ -102,13 +103,13 @@ def rollout_world(tmp_path_factory) -> Any:
     finally:
         for group in world.groups:
             try:
-                environment_docker.down(group)
+                docker_environment.down(group)
             except Exception as exc:  # keep cleaning the others
                 print(f"cleanup of group {group} failed: {exc}", file=sys.stderr)
-        provider_docker.settle()  # containers terminated in the background are gone before their images
+        provider.settle()  # containers terminated in the background are gone before their images
         for image in built:
             try:
-                docker_engine.client().images.remove(image, force=True)
+                docker_api.client().images.remove(image, force=True)
             except Exception as exc:
                 print(f"cleanup of image {image} failed: {exc}", file=sys.stderr)
         for key, value in saved.items():
@@ -123,8 +124,8 @@ def engine_rollout(world: RolloutWorld, group: str, key: str, health: dict | Non
     rollout = Rollout(
         group,
         world.version(key),
-        environment_docker.provider(),
-        environment_docker.load_balancer(group),
+        docker_environment.provider(),
+        docker_environment.load_balancer(group),
         Prober(HealthCheck.from_options({**TEST_HEALTH, **(health or {})})),
         RolloutOptions(**options),
         resolve_version=world.resolve,
@@ -134,7 +135,7 @@ def engine_rollout(world: RolloutWorld, group: str, key: str, health: dict | Non
 
 def snapshot(group: str) -> dict[str, Any]:
     """What a user sees of a group: its containers (name, slot, version, state) and the balancer's servers."""
-    status = environment_docker.status(group)
+    status = docker_environment.status(group)
     return {
         "instances": sorted((i["name"], i["slot"], i["version"], i["alive"]) for i in status["instances"]),
         "servers": status["load_balancer"]["servers"],

@@ -198,7 +198,7 @@ def playbook(
 def build_version(env: dict[str, str], image: str, variables: dict[str, str], force: bool = False):
     """Bake one version with kiln's build playbook and return it (the newest version of ``image``)."""
     sys.path.insert(0, str(ROOT / "collections"))
-    from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
+    from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
 
     run = playbook(env, "build", {"kiln_image": image, "kiln_force": force, "kiln_variables": variables})
     if run.returncode != 0:

@@ -12,8 +12,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from ansible_collections.kiln.immutable.plugins.module_utils import docker_engine
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.common import docker_api
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -42,7 +42,7 @@ def env(tmp_path_factory):
 def remove_session_images() -> None:
     import docker.errors
 
-    engine = docker_engine.client()
+    engine = docker_api.client()
     for image in engine.images.list():
         for tag in image.tags:
             if tag.startswith(f"{PREFIX}/"):
@@ -87,7 +87,7 @@ def tiny(env, **variables) -> dict:
 def leftover_containers(log_path: str) -> list[str]:
     ids = re.findall(r"Container ID: ([0-9a-f]{64})", Path(log_path).read_text())
     assert ids, "the log names the build's container"
-    return [i for i in ids if docker_engine.client().containers.list(all=True, filters={"id": i})]
+    return [i for i in ids if docker_api.client().containers.list(all=True, filters={"id": i})]
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +105,13 @@ def test_build_playbook_bakes_and_records_the_web_image(env, web_built):
     assert result["version"] == "web/1"
     docker = result["artifacts"]["docker"]
     assert docker["tag"] == f"{PREFIX}/web:1"
-    assert docker_engine.image_id(docker["tag"]) == docker["image_id"]
+    assert docker_api.image_id(docker["tag"]) == docker["image_id"]
     with catalog(env) as opened:
         version = opened.get("web/1")
     assert version.fingerprint == result["fingerprint"]
     assert version.artifacts["docker"]["image_id"] == docker["image_id"]
     assert version.base["ref"] == "kiln/base:bookworm"
-    assert version.base["id"] == docker_engine.image_id("kiln/base:bookworm")
+    assert version.base["id"] == docker_api.image_id("kiln/base:bookworm")
     assert "nginx" in version.packages and "python3" in version.packages
     assert version.packer_version == "1.6.6"
     assert "role:kiln.immutable.golden_image/tasks/main.yml" in version.inputs
@@ -165,7 +165,7 @@ def test_failed_provisioner_leaves_nothing(env, tmp_path):
         assert opened.list_versions("tiny") == []
     assert leftover_containers(result["log_path"]) == []
     assert not [
-        t for i in docker_engine.client().images.list() for t in i.tags if t.startswith(f"{PREFIX}/tiny")
+        t for i in docker_api.client().images.list() for t in i.tags if t.startswith(f"{PREFIX}/tiny")
     ]
 
 

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -163,7 +163,7 @@ def test_rollback_revoke_verify_and_errors_through_the_cli(env, tmp_path):
 
 @pytest.mark.docker
 def test_prune_removes_old_docker_images_but_never_what_an_instance_runs(env, tmp_path):
-    from ansible_collections.kiln.immutable.plugins.module_utils.docker_engine import client
+    from ansible_collections.kiln.immutable.plugins.module_utils.common.docker_api import client
 
     engine = client()
     prefix = f"kilncattest-{uuid.uuid4().hex[:8]}"

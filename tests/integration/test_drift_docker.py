@@ -15,10 +15,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from ansible_collections.kiln.immutable.plugins.module_utils import docker_engine
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog, Version
-from ansible_collections.kiln.immutable.plugins.module_utils.drift import GroupTarget, detect
-from ansible_collections.kiln.immutable.plugins.module_utils.provider_docker import (
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog, Version
+from ansible_collections.kiln.immutable.plugins.module_utils.common import docker_api
+from ansible_collections.kiln.immutable.plugins.module_utils.observe.drift import GroupTarget, detect
+from ansible_collections.kiln.immutable.plugins.module_utils.providers.docker.provider import (
     LABEL_GROUP,
     LABEL_IMAGE,
     LABEL_SLOT,
@@ -39,9 +39,9 @@ GROUP = f"{PREFIX}-web"
 @pytest.fixture(scope="module")
 def images():
     """Two small app images (a Python web server on 8080) built from the base image, no registry."""
-    if docker_engine.image_id(BASE) is None:
+    if docker_api.image_id(BASE) is None:
         pytest.skip(f"base image {BASE} missing: run scripts/setup")
-    engine = docker_engine.client()
+    engine = docker_api.client()
     built = {}
     for n in ("1", "2"):
         dockerfile = (
@@ -89,12 +89,12 @@ def catalog(tmp_path, images):
 @pytest.fixture
 def by_hand(images):
     """Start a container by hand with kiln's labels, in slot 2 of the group, with its data volume."""
-    engine = docker_engine.client()
+    engine = docker_api.client()
     started = []
 
     def start(image_id: str, version: str, read_only: bool):
         volume = volume_name(GROUP, 2)
-        docker_engine.ensure_volume(volume, {LABEL_GROUP: GROUP, LABEL_SLOT: "2"})
+        docker_api.ensure_volume(volume, {LABEL_GROUP: GROUP, LABEL_SLOT: "2"})
         container = engine.containers.run(
             image_id,
             name=f"{GROUP}-hand-{uuid.uuid4().hex[:4]}",
@@ -109,7 +109,7 @@ def by_hand(images):
 
     yield start
     for name in started:
-        docker_engine.remove_container(name, stop_timeout=0)
+        docker_api.remove_container(name, stop_timeout=0)
 
 
 PROD = GroupTarget(GROUP, "web", "prod")

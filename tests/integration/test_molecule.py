@@ -15,9 +15,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog, Version
-from ansible_collections.kiln.immutable.plugins.module_utils.docker_engine import client, image_id
-from ansible_collections.kiln.immutable.plugins.module_utils.image_test import parse_dpkg
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog, Version
+from ansible_collections.kiln.immutable.plugins.module_utils.common.docker_api import client, image_id
+from ansible_collections.kiln.immutable.plugins.module_utils.test_stage.image_test import parse_dpkg
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTION = ROOT / "collections" / "ansible_collections" / "kiln" / "immutable"

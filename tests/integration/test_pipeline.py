@@ -21,8 +21,8 @@ from pathlib import Path
 import docker.errors
 import pytest
 import yaml
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
-from ansible_collections.kiln.immutable.plugins.module_utils.docker_engine import client
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.common.docker_api import client
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -155,9 +155,9 @@ def _get(address: str, path: str) -> tuple[int, str]:
 
 
 def _lb_address(group: str) -> str:
-    from ansible_collections.kiln.immutable.plugins.module_utils import environment_docker
+    from ansible_collections.kiln.immutable.plugins.module_utils.deploy import docker_environment
 
-    return environment_docker.status(group)["load_balancer"]["address"]
+    return docker_environment.status(group)["load_balancer"]["address"]
 
 
 def test_a_good_image_goes_from_build_to_prod(world):

@@ -23,8 +23,11 @@ import zlib
 from pathlib import Path
 
 import pytest
-from ansible_collections.kiln.immutable.plugins.module_utils import report
-from ansible_collections.kiln.immutable.plugins.module_utils.rollout import Rollout, RolloutOptions
+from ansible_collections.kiln.immutable.plugins.module_utils.observe import report
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout.engine import (
+    Rollout,
+    RolloutOptions,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "unit"))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from ansible_collections.kiln.immutable.plugins.module_utils import docker_engine, environment_docker
+from ansible_collections.kiln.immutable.plugins.module_utils.common import docker_api
+from ansible_collections.kiln.immutable.plugins.module_utils.deploy import docker_environment
 from rollout_fixtures import assert_converged, engine_rollout, snapshot
 from rollout_support import LoadGenerator
 
@@ -11,7 +12,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def _lb_address(group: str) -> str:
-    address = environment_docker.load_balancer(group).address()
+    address = docker_environment.load_balancer(group).address()
     assert address and address.startswith("127.0.0.1:"), address
     return address
 
@@ -36,7 +37,7 @@ def test_a_good_version_rolls_out_with_zero_failed_requests(rollout_world):
 
     # Every instance is immutable and private: read-only root, /tmp on tmpfs, published on 127.0.0.1 only.
     for name, slot, _, _ in snap["instances"]:
-        attrs = docker_engine.client().containers.get(name).attrs
+        attrs = docker_api.client().containers.get(name).attrs
         assert attrs["HostConfig"]["ReadonlyRootfs"] is True
         assert "/tmp" in attrs["HostConfig"]["Tmpfs"]
         assert attrs["Config"]["Labels"]["kiln.slot"] == str(slot)
@@ -71,7 +72,7 @@ def test_an_unhealthy_version_rolls_back_by_itself_with_zero_failed_requests(rol
     assert {n for n, *_ in after["instances"]} != {n for n, *_ in before["instances"]}
     assert not [
         c
-        for c in docker_engine.client().containers.list(all=True, filters={"label": f"kiln.group={group}"})
+        for c in docker_api.client().containers.list(all=True, filters={"label": f"kiln.group={group}"})
         if c.labels.get("kiln.version") == world.version("bad").ref
     ]
 
@@ -80,14 +81,14 @@ def test_data_in_a_slot_volume_survives_rollout_and_rollback(rollout_world):
     world = rollout_world
     group = world.group()
     engine_rollout(world, group, "good", size=2, batch_size=2)
-    engine = docker_engine.client()
+    engine = docker_api.client()
     for name, slot, _, _ in snapshot(group)["instances"]:
         run = engine.containers.get(name).exec_run(["sh", "-c", f"echo slot-{slot} > /srv/data/note.txt"])
         assert run.exit_code == 0, run.output
 
     def notes() -> dict[int, str]:
         out = {}
-        for inst in environment_docker.provider().list_instances(group):
+        for inst in docker_environment.provider().list_instances(group):
             import urllib.request
 
             with urllib.request.urlopen(f"http://{inst.probe_address}/data/note.txt", timeout=5) as resp:

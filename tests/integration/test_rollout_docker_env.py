@@ -6,7 +6,7 @@ import http.client
 import json
 
 import pytest
-from ansible_collections.kiln.immutable.plugins.module_utils import environment_docker
+from ansible_collections.kiln.immutable.plugins.module_utils.deploy import docker_environment
 from rollout_fixtures import engine_rollout
 from rollout_support import playbook, task_results
 
@@ -61,7 +61,7 @@ def test_up_creates_a_load_balancer_and_down_removes_everything(rollout_world, t
 
     planned = _result(playbook(world.env, "up", {}, check=True, inventory=inventory), up_task)
     assert planned["changed"] is True
-    assert environment_docker.status(group)["load_balancer"]["status"] == "absent"  # check mode made nothing
+    assert docker_environment.status(group)["load_balancer"]["status"] == "absent"  # check mode made nothing
 
     created = _result(playbook(world.env, "up", {}, inventory=inventory), up_task)
     assert created["changed"] is True and created["address"].startswith("127.0.0.1:")
@@ -74,12 +74,12 @@ def test_up_creates_a_load_balancer_and_down_removes_everything(rollout_world, t
 
     planned = _result(playbook(world.env, "down", {}, check=True, inventory=inventory), down_task)
     assert planned["changed"] is True and len(planned["removed"]["containers"]) == 3
-    assert len(environment_docker.status(group)["instances"]) == 2  # check mode removed nothing
+    assert len(docker_environment.status(group)["instances"]) == 2  # check mode removed nothing
 
     removed = _result(playbook(world.env, "down", {}, inventory=inventory), down_task)
     assert removed["changed"] is True
     assert sorted(removed["removed"]["volumes"]) == [f"kiln-{group}-0-data", f"kiln-{group}-1-data"]
-    status = environment_docker.status(group)
+    status = docker_environment.status(group)
     assert (status["network"], status["instances"], status["volumes"]) == (None, [], [])
     assert status["load_balancer"]["status"] == "absent"
     assert _result(playbook(world.env, "down", {}, inventory=inventory), down_task)["changed"] is False

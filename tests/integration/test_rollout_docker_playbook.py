@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ansible_collections.kiln.immutable.plugins.module_utils import environment_docker
+from ansible_collections.kiln.immutable.plugins.module_utils.deploy import docker_environment
 from rollout_fixtures import assert_converged, group_inventory, rollout_result, snapshot
 from rollout_support import LoadGenerator, playbook
 
@@ -29,7 +29,7 @@ def test_the_rollout_playbook_replaces_a_group_under_load_without_a_failed_reque
     assert [[s["to"] for s in b["slots"]] for b in planned["plan"]["batches"]] == [[nxt, nxt], [nxt, nxt]]
     assert snapshot(group) == before  # check mode changed nothing
 
-    address = environment_docker.load_balancer(group).address()
+    address = docker_environment.load_balancer(group).address()
     with LoadGenerator(address, rate=100) as load:
         run = playbook(world.env, "rollout", {"kiln_group": group, "kiln_version": nxt}, inventory=inventory)
     result = rollout_result(run)

@@ -11,8 +11,8 @@ import json
 
 import pytest
 import yaml
-from ansible_collections.kiln.immutable.plugins.module_utils import environment_docker
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.deploy import docker_environment
 from rollout_fixtures import TEST_HEALTH, assert_converged
 from rollout_support import playbook, task_results, unique
 
@@ -80,7 +80,7 @@ def test_rollout_and_rollback_playbooks(setup):
         [(0, None, good.ref)],
         [(1, None, good.ref)],
     ]
-    assert environment_docker.status(group)["instances"] == []
+    assert docker_environment.status(group)["instances"] == []
 
     first = run("rollout")
     assert first.returncode == 0, first.stdout[-3000:]
@@ -109,4 +109,4 @@ def test_an_unknown_group_is_refused_before_anything_changes(setup):
     run = playbook(world.env, "rollout", {"kiln_group": f"{group},nope-{group}"}, inventory=inventory)
     assert run.returncode != 0
     assert f"unknown group(s) nope-{group}" in run.stdout
-    assert environment_docker.status(group)["instances"] == []
+    assert docker_environment.status(group)["instances"] == []

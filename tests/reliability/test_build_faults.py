@@ -16,11 +16,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from ansible_collections.kiln.immutable.plugins.module_utils import build as bm
-from ansible_collections.kiln.immutable.plugins.module_utils import docker_engine
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
-from ansible_collections.kiln.immutable.plugins.module_utils.packer import PackerError, PackerNotFound
-from ansible_collections.kiln.immutable.plugins.module_utils.template import TemplateError
+from ansible_collections.kiln.immutable.plugins.module_utils.build import flow as bm
+from ansible_collections.kiln.immutable.plugins.module_utils.build.packer import (
+    PackerError,
+    PackerNotFound,
+)
+from ansible_collections.kiln.immutable.plugins.module_utils.build.template import TemplateError
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.common import docker_api
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "templates"
@@ -29,11 +32,11 @@ PREFIX = f"kilnbf{uuid.uuid4().hex[:8]}"
 # Runs one build in its own process (so it can be signalled) and prints the outcome as JSON.
 RUNNER = """
 import json, sys
-from ansible_collections.kiln.immutable.plugins.module_utils import build
-from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError
-request = build.BuildRequest(**json.loads(sys.argv[1]))
+from ansible_collections.kiln.immutable.plugins.module_utils.build import flow
+from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+request = flow.BuildRequest(**json.loads(sys.argv[1]))
 try:
-    out = build.run(request)
+    out = flow.run(request)
 except KilnError as exc:
     out = {"error": type(exc).__name__, "msg": exc.msg, "log_path": exc.details.get("log_path")}
 print(json.dumps(out))
@@ -75,7 +78,7 @@ def assert_nothing_left(state: Path, log_path: str) -> None:
         assert opened.list_versions("tiny") == []
     ids = re.findall(r"Container ID: ([0-9a-f]{64})", Path(log_path).read_text())
     assert ids, "the build started a container"
-    engine = docker_engine.client()
+    engine = docker_api.client()
     assert [i for i in ids if engine.containers.list(all=True, filters={"id": i})] == []
     assert not [t for image in engine.images.list() for t in image.tags if t.startswith(f"{PREFIX}/")]
 

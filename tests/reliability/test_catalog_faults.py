@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import (
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import (
     Catalog,
     CatalogBusy,
     CatalogError,
@@ -87,7 +87,7 @@ def test_a_writer_that_holds_the_lock_too_long_gives_busy_retry(tmp_path):
 
 _HALF_WRITE = """
 import sys, time
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
 catalog = Catalog(sys.argv[1])
 with catalog.store.write() as tx:
     tx.run("UPDATE channels SET version='web/3' WHERE channel='prod'")
@@ -100,7 +100,7 @@ with catalog.store.write() as tx:
 
 _BUSY_LOOP = """
 import sys
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog, Version
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog, Version
 catalog = Catalog(sys.argv[1])
 packages = {f"p{j}": "1" for j in range(50)}
 for i in range(100000):

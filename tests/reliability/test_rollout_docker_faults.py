@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from ansible_collections.kiln.immutable.plugins.module_utils import environment_docker
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
-from ansible_collections.kiln.immutable.plugins.module_utils.rollout import RolloutError
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.deploy import docker_environment
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout.options import RolloutError
 from rollout_fixtures import assert_converged, engine_rollout, group_inventory, snapshot
 from rollout_support import ROOT, VENV_BIN, LoadGenerator
 
@@ -72,7 +72,7 @@ def test_sigkill_mid_batch_then_rerun_converges_without_orphans(rollout_world, t
     world = rollout_world
     group = world.group()
     engine_rollout(world, group, "good", size=4, batch_size=4)
-    address = environment_docker.load_balancer(group).address()
+    address = docker_environment.load_balancer(group).address()
 
     with LoadGenerator(address, rate=100) as load:
         slow = {"interval": 0.3, "healthy_threshold": 4}
@@ -151,7 +151,7 @@ def test_an_unknown_group_is_refused_and_nothing_is_created(rollout_world):
     group = world.group("nothing")
     with pytest.raises(RolloutError, match=f"group '{group}' has no instances"):
         engine_rollout(world, group, "good", batch_size=1)
-    status = environment_docker.status(group)
+    status = docker_environment.status(group)
     assert status["network"] is None and status["instances"] == [] and status["volumes"] == []
     assert status["load_balancer"]["status"] == "absent"
 

@@ -14,8 +14,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog, Version
-from ansible_collections.kiln.immutable.plugins.module_utils.docker_engine import client, image_id
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog, Version
+from ansible_collections.kiln.immutable.plugins.module_utils.common.docker_api import client, image_id
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

@@ -1,6 +1,6 @@
 """A fake provider and load balancer for the roll-out engine's unit tests.
 
-They keep the real contracts (rollout_types.py): a launched instance mounts its slot, `add` puts a
+They keep the real contracts (rollout/interfaces.py): a launched instance mounts its slot, `add` puts a
 server in maintenance, terminate/remove are idempotent. They record what a test wants to check:
 every call in order, the fewest servers in service and the most instances alive at any moment, how
 many launches ran at once. ``crash_at`` raises :class:`Crash` (a BaseException, like SIGKILL it is
@@ -14,10 +14,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError
-from ansible_collections.kiln.immutable.plugins.module_utils.health import HealthCheck, Prober, ProbeResult
-from ansible_collections.kiln.immutable.plugins.module_utils.rollout import Rollout, RolloutOptions
-from ansible_collections.kiln.immutable.plugins.module_utils.rollout_types import (
+from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout.engine import (
+    Rollout,
+    RolloutOptions,
+)
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout.health import (
+    HealthCheck,
+    Prober,
+    ProbeResult,
+)
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout.interfaces import (
     SERVER_DRAIN,
     SERVER_MAINT,
     SERVER_READY,

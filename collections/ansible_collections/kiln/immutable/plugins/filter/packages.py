@@ -5,7 +5,10 @@
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.kiln.immutable.plugins.module_utils.image_test import package_drift, parse_dpkg
+from ansible_collections.kiln.immutable.plugins.module_utils.test_stage.image_test import (
+    package_drift,
+    parse_dpkg,
+)
 
 
 def dpkg_packages(text):

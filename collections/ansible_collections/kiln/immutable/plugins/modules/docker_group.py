@@ -106,8 +106,8 @@ removed:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kiln.immutable.plugins.module_utils import environment_docker
-from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.deploy import docker_environment
 
 
 def main() -> None:
@@ -123,21 +123,23 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    lb_options = dict(p["load_balancer_options"] or {})
-    if p["catalog"]:
-        lb_options.setdefault("catalog", p["catalog"])
     try:
         if p["state"] == "present":
-            result = environment_docker.up(
-                p["name"], p["provider_options"], lb_options, check=module.check_mode
-            )
-        else:
-            result = environment_docker.down(
+            result = docker_environment.up(
                 p["name"],
                 p["provider_options"],
-                lb_options,
+                p["load_balancer_options"],
+                check=module.check_mode,
+                catalog=p["catalog"],
+            )
+        else:
+            result = docker_environment.down(
+                p["name"],
+                p["provider_options"],
+                p["load_balancer_options"],
                 keep_data=p["keep_data"],
                 check=module.check_mode,
+                catalog=p["catalog"],
             )
     except KilnError as exc:
         module.fail_json(**exc.fail_kwargs())

@@ -155,9 +155,9 @@ groups:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
-from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError
-from ansible_collections.kiln.immutable.plugins.module_utils.drift import GroupTarget, detect
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.observe.drift import GroupTarget, detect
 
 
 def main() -> None:

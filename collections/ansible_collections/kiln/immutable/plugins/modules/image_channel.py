@@ -151,9 +151,9 @@ diff:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
-from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError
-from ansible_collections.kiln.immutable.plugins.module_utils.policy import Policy
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.policy import Policy
+from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 
 
 def main() -> None:

@@ -155,9 +155,9 @@ verify:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog, split_ref
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog_diff import diff_versions
-from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog, split_ref
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.diff import diff_versions
+from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 
 
 def query(catalog: Catalog, p: dict) -> dict:

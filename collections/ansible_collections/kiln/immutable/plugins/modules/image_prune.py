@@ -81,8 +81,8 @@ images_removed:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
-from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 
 
 def main() -> None:

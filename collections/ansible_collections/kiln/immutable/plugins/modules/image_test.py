@@ -155,9 +155,10 @@ summary:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog
-from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError, state_dir
-from ansible_collections.kiln.immutable.plugins.module_utils.image_test import run_image_test
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.common.paths import state_dir
+from ansible_collections.kiln.immutable.plugins.module_utils.test_stage.image_test import run_image_test
 
 
 def main() -> None:

@@ -210,8 +210,12 @@ images_removed:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kiln.immutable.plugins.module_utils.catalog import Catalog, Version, split_ref
-from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import (
+    Catalog,
+    Version,
+    split_ref,
+)
+from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 
 _RECORD_FIELDS = (
     "fingerprint",

@@ -208,8 +208,8 @@ stderr:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kiln.immutable.plugins.module_utils.build import BuildRequest, run
-from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.build.flow import BuildRequest, run
+from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 
 
 def main() -> None:

@@ -129,8 +129,8 @@ packer_version:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kiln.immutable.plugins.module_utils.build import template_info
-from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.build.flow import template_info
+from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 
 
 def main() -> None:

@@ -292,8 +292,8 @@ duration_s:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kiln.immutable.plugins.module_utils import rollout_backends
-from ansible_collections.kiln.immutable.plugins.module_utils.common import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.deploy import rolling_replace
 
 HEALTH_SPEC = dict(
     type=dict(type="str", choices=["http", "tcp", "command"], default="http"),
@@ -339,12 +339,12 @@ def main() -> None:
         supports_check_mode=True,
     )
     try:
-        result = rollout_backends.execute(module.params, check=module.check_mode)
+        result = rolling_replace.execute(module.params, check=module.check_mode)
     except KilnError as exc:
         module.fail_json(**exc.fail_kwargs())
     if not module._diff:
         result.pop("diff", None)
-    message = rollout_backends.failure_message(result)
+    message = rolling_replace.failure_message(result)
     if message:
         module.fail_json(msg=message, **result)
     if result["status"] == "partial":

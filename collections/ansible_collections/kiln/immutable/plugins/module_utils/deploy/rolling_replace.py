@@ -1,0 +1,146 @@
+# Copyright: kiln developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the ``rolling_replace`` module does, kept here so pytest reaches it without Ansible.
+
+Picks the target version (a ref or what a channel points at), builds the provider and load balancer
+named by the module's options, and runs (or, in check mode, plans) the roll-out.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..catalog.catalog import Catalog, CatalogError
+from ..observe import report
+from ..rollout.engine import Rollout
+from ..rollout.health import HealthCheck, Prober, probe_once
+from ..rollout.interfaces import NullLoadBalancer
+from ..rollout.options import RolloutError, RolloutOptions, check_deployable
+
+PROVIDERS = ("docker",)
+LOAD_BALANCERS = ("haproxy", "none")
+OPTION_NAMES = tuple(RolloutOptions.__dataclass_fields__)
+FAILED = ("rolled_back", "failed")
+
+
+def resolve_target(catalog: Catalog, version: str | None, channel: str | None, image: str | None) -> Any:
+    """The Version to roll out; refuses an unknown version or channel and a revoked version, naming them."""
+    if bool(version) == bool(channel):
+        raise RolloutError("give exactly one of version (like web/7) or channel (with image)")
+    try:
+        if version:
+            target = catalog.get(version, image)
+        else:
+            if not image:
+                raise RolloutError(f"image is required with channel {channel!r}")
+            target = catalog.channel_version(image, channel)
+            if target is None:
+                known = catalog.channels(image)
+                if channel not in known:
+                    names = ", ".join(sorted(known)) or "none yet"
+                    raise RolloutError(f"channel {channel!r} of image {image!r} is unknown (known: {names})")
+                raise RolloutError(f"channel {channel!r} of image {image!r} points at no version")
+    except CatalogError as exc:
+        raise RolloutError(f"{'version' if version else 'channel'}: {exc}") from exc
+    check_deployable(target)
+    return target
+
+
+def build_backends(
+    group: str,
+    provider: str,
+    provider_options: dict[str, Any] | None,
+    load_balancer: str,
+    load_balancer_options: dict[str, Any] | None,
+    catalog_path: str | None,
+) -> tuple[Any, Any]:
+    if provider not in PROVIDERS:
+        raise RolloutError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    if load_balancer not in LOAD_BALANCERS:
+        raise RolloutError(f"load_balancer must be one of {', '.join(LOAD_BALANCERS)}, got {load_balancer!r}")
+    from . import docker_environment  # the docker provider; AWS would be another branch here
+
+    prov = docker_environment.provider(provider_options)
+    if load_balancer == "none":
+        return prov, NullLoadBalancer()
+    return prov, docker_environment.load_balancer(group, load_balancer_options, catalog_path)
+
+
+class ProgressLog:
+    """One line per roll-out event in ``progress.log`` beside the journal, for a terminal to follow."""
+
+    def __init__(self, path: str):
+        self.path = path
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "at", "event"))
+        with open(self.path, "a") as handle:
+            handle.write(f"{event['at']} {event['event']} {fields}\n")
+
+
+def execute(
+    params: dict[str, Any],
+    check: bool,
+    provider: Any = None,
+    load_balancer: Any = None,
+) -> dict[str, Any]:
+    """Run the module: ``params`` are its options; ``provider``/``load_balancer`` replace the built ones."""
+    group = params["group"]
+    options = RolloutOptions(**{k: params[k] for k in OPTION_NAMES if params.get(k) is not None})
+    check_health = HealthCheck.from_options(params.get("health"))
+    with Catalog(params.get("catalog")) as catalog:
+        target = resolve_target(catalog, params.get("version"), params.get("channel"), params.get("image"))
+        if provider is None:
+            provider, built_lb = build_backends(
+                group,
+                params.get("provider") or "docker",
+                params.get("provider_options"),
+                params.get("load_balancer") or "haproxy",
+                params.get("load_balancer_options"),
+                params.get("catalog"),
+            )
+            load_balancer = load_balancer or built_lb
+        # Journal, lock and results live in common.state_dir() ($KILN_STATE_DIR), like the load balancer's.
+        prober = Prober(check_health, probe=probe_once)
+        rollout = Rollout(
+            group, target, provider, load_balancer, prober, options, resolve_version=catalog.get
+        )
+        if check:
+            plan = rollout.plan()
+            before = {str(s["slot"]): s["from"] for b in plan["batches"] for s in b["slots"]}
+            after = {str(s["slot"]): s["to"] for b in plan["batches"] for s in b["slots"]}
+            return {
+                "changed": plan["changed"],
+                "status": "planned",
+                "plan": plan,
+                "target": target.ref,
+                "diff": {"before": before, "after": after},
+            }
+        rollout.on_event = ProgressLog(os.path.join(rollout.folder, "progress.log"))
+        result = rollout.run()
+    result["report_path"] = report.write_html(result)  # the page beside the result JSON
+    touched = {s for b in result["batches"] for s in map(str, b["slots"])}
+    result["diff"] = {
+        "before": {s: v for s, v in result["before"].items() if s in touched},
+        "after": {s: v for s, v in result["after"].items() if s in touched},
+    }
+    return result
+
+
+def failure_message(result: dict[str, Any]) -> str | None:
+    """The module's failure message for a roll-out that did not reach its target, else None."""
+    if result["status"] not in FAILED:
+        return None
+    failed = ", ".join(map(str, result["failed_slots"])) or "none"
+    details = [
+        i.get("detail", "") for b in result["batches"] for i in b["instances"] if i["outcome"] == "failed"
+    ]
+    why = f" ({details[0]})" if details else ""
+    if result["status"] == "rolled_back":
+        return (
+            f"roll-out of group {result['group']} to {result['target']} stopped after failed slot(s) {failed}"
+            f"{why} and was rolled back: every slot it touched is back to what it ran before"
+        )
+    return f"roll-out of group {result['group']} to {result['target']} failed in slot(s) {failed}{why}"

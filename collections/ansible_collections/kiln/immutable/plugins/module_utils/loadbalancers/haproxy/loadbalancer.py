@@ -1,0 +1,404 @@
+# Copyright: kiln developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A group's load balancer: one HAProxy container, driven over HAProxy's runtime API.
+
+The container runs the ``lb`` image baked by kiln (packer/lb) on the group's docker network, with a
+read-only root filesystem, as the calling user. Its only writable place is a folder of the state dir
+bind-mounted at ``/run/kiln``: the generated ``haproxy.cfg`` and the admin socket live there. The
+backend starts empty; instances come and go with ``add server`` (in maintenance), ``enable server``,
+``set server ... state drain`` and ``del server``, so nothing is ever reloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+
+from ...common import docker_api
+from ...common.docker_api import network_name
+from ...common.errors import KilnError
+from ...common.paths import state_dir
+from ...rollout.interfaces import SERVER_DRAIN, SERVER_MAINT, SERVER_READY, Instance
+
+BACKEND = "app"
+CONTAINER_PORT = 8080
+SOCKET_DIR = "/run/kiln"  # inside the container
+SOCKET_NAME = "admin.sock"
+CONFIG_NAME = "haproxy.cfg"
+
+# srv_admin_state bits (HAProxy's include/haproxy/server-t.h): any maintenance bit wins over drain.
+_ADMF_MAINT = 0x01 | 0x02 | 0x04 | 0x20 | 0x40
+_ADMF_DRAIN = 0x08 | 0x10
+_OP_RUNNING = 2
+
+
+class LoadBalancerError(KilnError):
+    pass
+
+
+def config_text(health_path: str = "/healthz") -> str:
+    """The HAProxy configuration: an empty backend that the runtime API fills."""
+    return f"""# Written by kiln; servers are added and removed over the runtime API, never here.
+global
+    stats socket {SOCKET_DIR}/{SOCKET_NAME} mode 600 level admin
+    stats timeout 10s
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    timeout queue 5s
+    timeout http-request 10s
+    # A request whose server vanished is sent to another one instead of failing.
+    retries 3
+    option redispatch 1
+    retry-on conn-failure empty-response
+    # No idle server connections: a drained server reaches zero connections and can be deleted.
+    option http-server-close
+
+frontend web
+    bind :{CONTAINER_PORT}
+    default_backend {BACKEND}
+
+backend {BACKEND}
+    balance roundrobin
+    option httpchk GET {health_path}
+    http-check expect status 200
+"""
+
+
+class RuntimeAPI:
+    """HAProxy's runtime API on a unix socket: one command per connection."""
+
+    def __init__(self, path: str, timeout: float = 5.0):
+        self.path = path
+        self.timeout = timeout
+
+    def command(self, line: str) -> str:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        dir_fd = None
+        try:
+            target = self.path
+            if len(target.encode()) > 100:
+                # sun_path holds 108 bytes; reach a socket in a deep folder through its folder's fd.
+                dir_fd = os.open(os.path.dirname(target), os.O_RDONLY | os.O_DIRECTORY)
+                target = f"/proc/self/fd/{dir_fd}/{os.path.basename(target)}"
+            sock.connect(target)
+            sock.sendall(line.encode() + b"\n")
+            chunks = []
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+        except OSError as exc:
+            raise LoadBalancerError(
+                f"HAProxy runtime API at {self.path} did not answer '{line}': {exc}", socket=self.path
+            ) from exc
+        finally:
+            sock.close()
+            if dir_fd is not None:
+                os.close(dir_fd)
+        return b"".join(chunks).decode(errors="replace")
+
+
+def parse_servers_state(text: str, backend: str = BACKEND) -> dict[str, tuple[int, int]]:
+    """``show servers state`` -> server name -> (srv_op_state, srv_admin_state)."""
+    out: dict[str, tuple[int, int]] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#") or " " not in line:
+            continue
+        fields = line.split()
+        if len(fields) < 7 or fields[1] != backend:
+            continue
+        out[fields[3]] = (int(fields[5]), int(fields[6]))
+    return out
+
+
+def admin_state(bits: int) -> str:
+    if bits & _ADMF_MAINT:
+        return SERVER_MAINT
+    if bits & _ADMF_DRAIN:
+        return SERVER_DRAIN
+    return SERVER_READY
+
+
+def parse_sessions(csv_text: str, backend: str, server: str) -> int | None:
+    """Current plus queued sessions of one server from ``show stat`` CSV; None when it is not listed."""
+    header: list[str] = []
+    for line in csv_text.splitlines():
+        if line.startswith("# "):
+            header = line[2:].split(",")
+            continue
+        fields = line.split(",")
+        if header and len(fields) >= 4 and fields[0] == backend and fields[1] == server:
+            row = dict(zip(header, fields, strict=False))
+            return int(row.get("scur") or 0) + int(row.get("qcur") or 0)
+    return None
+
+
+class HAProxyLoadBalancer:
+    """The LoadBalancer of rollout.interfaces for one group: a HAProxy container on the group's network.
+
+    ``port``: the host port on 127.0.0.1 that clients use (0 or None: one Docker picks).
+    ``image``: a docker image reference, or a catalog image name that ``resolve_image`` (given by whoever
+    knows the catalog) turns into ``(docker image, catalog ref)``.
+    """
+
+    def __init__(
+        self,
+        group: str,
+        port: int | None = None,
+        image: str = "lb",
+        bind: str = "127.0.0.1",
+        health_path: str = "/healthz",
+        check_interval: float = 1.0,
+        enable_timeout: float = 10.0,
+        network: str | None = None,
+        resolve_image: Callable[[str], tuple[str, str | None]] | None = None,
+    ):
+        if port is not None and not (isinstance(port, int) and 0 <= port <= 65535):
+            raise LoadBalancerError(f"load_balancer_options.port must be a port number, got {port!r}")
+        if not str(health_path).startswith("/"):
+            raise LoadBalancerError(
+                f"load_balancer_options.health_path must start with '/', got {health_path!r}"
+            )
+        self.group = group
+        self.port = port or None
+        self.image = image
+        self.bind = bind
+        self.health_path = health_path
+        self.check_interval = check_interval
+        self.enable_timeout = enable_timeout
+        self.resolve_image = resolve_image
+        self.network = network or network_name(group)
+        self.container_name = lb_container_name(group)
+        self._api: RuntimeAPI | None = None
+
+    # ------------------------------------------------------------------ the container
+
+    def folder(self) -> str:
+        return os.path.join(state_dir(), "lb", self.group)
+
+    def _container(self):
+        import docker.errors
+
+        try:
+            return docker_api.client().containers.get(self.container_name)
+        except docker.errors.NotFound:
+            return None
+
+    def image_ref(self) -> tuple[str, str | None]:
+        """(docker image, catalog ref or None) for ``self.image``; a missing image is refused."""
+        if self.resolve_image is not None and not (":" in self.image or "/" in self.image):
+            return self.resolve_image(self.image)
+        if docker_api.image_id(self.image) is None:
+            raise LoadBalancerError(f"load balancer image {self.image} is not in the local Docker engine")
+        return self.image, None
+
+    def prepare(self, group: str | None = None) -> bool:
+        """Create the network, configuration and HAProxy container unless they exist; True if changed."""
+        changed = docker_api.ensure_network(self.network, {"kiln.group": self.group})
+        container = self._container()
+        if container is not None and container.status == "running":
+            self._wait_api()
+            return changed
+        if container is not None:  # stopped or dead: its servers are gone anyway; start afresh
+            docker_api.remove_container(container.id)
+        image, ref = self.image_ref()
+        folder = self.folder()
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(folder, SOCKET_NAME))
+        cfg = os.path.join(folder, CONFIG_NAME)
+        with open(cfg + ".tmp", "w") as handle:
+            handle.write(config_text(self.health_path))
+        os.replace(cfg + ".tmp", cfg)
+        labels = {"kiln.lb": self.group, "kiln.image": self.image}
+        if ref:
+            labels["kiln.version"] = ref
+        try:
+            docker_api.client().containers.run(
+                image,
+                name=self.container_name,
+                detach=True,
+                labels=labels,
+                user=f"{os.getuid()}:{os.getgid()}",
+                read_only=True,
+                tmpfs={"/tmp": "rw,size=8m"},
+                volumes={folder: {"bind": SOCKET_DIR, "mode": "rw"}},
+                ports={f"{CONTAINER_PORT}/tcp": (self.bind, self.port)},
+                network=self.network,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                restart_policy={"Name": "unless-stopped"},
+            )
+        except Exception as exc:
+            docker_api.remove_container(self.container_name)
+            raise LoadBalancerError(
+                f"cannot start the load balancer {self.container_name} of group {self.group} from {image} "
+                f"on port {self.bind}:{self.port or 'random'}: {exc}"
+            ) from exc
+        self._api = None
+        self._wait_api()
+        return True
+
+    def destroy(self) -> bool:
+        """Remove the HAProxy container and its folder; True when there was something to remove."""
+        removed = docker_api.remove_container(self.container_name, stop_timeout=2)
+        folder = self.folder()
+        for name in (SOCKET_NAME, CONFIG_NAME):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, name))
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+        self._api = None
+        return removed
+
+    def address(self) -> str | None:
+        """Where clients reach the group: ``127.0.0.1:<port>``; None without a running load balancer."""
+        container = self._container()
+        if container is None:
+            return None
+        bindings = (container.attrs.get("NetworkSettings") or {}).get("Ports") or {}
+        for binding in bindings.get(f"{CONTAINER_PORT}/tcp") or []:
+            return f"{binding.get('HostIp') or self.bind}:{binding['HostPort']}"
+        return None
+
+    def _socket_path(self) -> str | None:
+        """The running container's admin socket, found from its mount (not from this process's state dir)."""
+        container = self._container()
+        if container is None:
+            return None
+        for mount in container.attrs.get("Mounts") or []:
+            if mount.get("Destination") == SOCKET_DIR:
+                return os.path.join(mount["Source"], SOCKET_NAME)
+        return None
+
+    def api(self) -> RuntimeAPI:
+        if self._api is None:
+            path = self._socket_path()
+            if path is None:
+                raise LoadBalancerError(
+                    f"group {self.group} has no load balancer (container {self.container_name}); "
+                    "create it with `invoke up` or a roll-out"
+                )
+            self._api = RuntimeAPI(path)
+        return self._api
+
+    def _wait_api(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.api().command("show info")
+                return
+            except LoadBalancerError as exc:
+                self._api = None
+                if time.monotonic() > deadline:
+                    logs = ""
+                    container = self._container()
+                    if container is not None:
+                        logs = container.logs(tail=20).decode(errors="replace")
+                    raise LoadBalancerError(
+                        f"the load balancer of group {self.group} did not come up within {timeout:g}s: {exc}",
+                        logs=logs,
+                    ) from None
+            time.sleep(0.1)
+
+    def _cmd(self, line: str, ok: tuple[str, ...] = ()) -> str:
+        """Run a command; HAProxy answers errors in plain text, so anything unexpected raises."""
+        answer = self.api().command(line).strip()
+        if answer and not any(marker in answer for marker in ok):
+            raise LoadBalancerError(f"HAProxy refused '{line}' for group {self.group}: {answer}")
+        return answer
+
+    # ------------------------------------------------------------------ the LoadBalancer protocol
+
+    def _server(self, instance: Instance) -> str:
+        return f"{BACKEND}/{instance.name}"
+
+    def add(self, instance: Instance) -> None:
+        if not instance.backend_address:
+            raise LoadBalancerError(f"instance {instance.name} has no backend address to add")
+        inter = max(100, int(self.check_interval * 1000))
+        answer = self._cmd(
+            f"add server {self._server(instance)} {instance.backend_address} "
+            f"check inter {inter} rise 1 fall 2",
+            ok=("New server registered", "Already exists a server with the same name"),
+        )
+        if "New server registered" in answer:
+            self._cmd(f"enable health {self._server(instance)}")
+
+    def enable(self, instance: Instance) -> None:
+        """Put the server in service and wait until HAProxy sends it traffic."""
+        self._cmd(f"enable server {self._server(instance)}")
+        deadline = time.monotonic() + self.enable_timeout
+        while True:
+            state = self._states().get(instance.name)
+            if state is None:
+                raise LoadBalancerError(
+                    f"server {instance.name} vanished from the load balancer of {self.group}"
+                )
+            if state[0] == _OP_RUNNING and admin_state(state[1]) == SERVER_READY:
+                return
+            if time.monotonic() > deadline:
+                raise LoadBalancerError(
+                    f"server {instance.name} is not up in the load balancer of {self.group} "
+                    f"{self.enable_timeout:g}s after enable (op state {state[0]}, admin state {state[1]})"
+                )
+            time.sleep(0.05)
+
+    def drain(self, instance: Instance) -> None:
+        self._cmd(f"set server {self._server(instance)} state drain")
+
+    def sessions(self, instance: Instance) -> int | None:
+        return parse_sessions(self.api().command("show stat -1 4 -1"), BACKEND, instance.name)
+
+    def wait_drained(self, instance: Instance, timeout: float) -> None:
+        """Until the server has no sessions or ``timeout`` passes (then remove() cuts what is left)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            count = self.sessions(instance)
+            if not count or time.monotonic() >= deadline:
+                return
+            time.sleep(0.05)
+
+    def remove(self, instance: Instance) -> None:
+        """Maintenance, cut sessions, delete; an unknown server is not an error."""
+        server = self._server(instance)
+        gone = ("No such server", "No such backend")
+        if self._container() is None:
+            return
+        answer = self._cmd(f"set server {server} state maint", ok=gone)
+        if any(marker in answer for marker in gone):
+            return
+        self._cmd(f"shutdown sessions server {server}", ok=gone)
+        deadline = time.monotonic() + 10.0
+        while True:
+            answer = self.api().command(f"del server {server}").strip()
+            if "Server deleted" in answer or any(marker in answer for marker in gone):
+                return
+            if time.monotonic() > deadline:
+                raise LoadBalancerError(
+                    f"HAProxy refused 'del server {server}' for group {self.group}: {answer}"
+                )
+            time.sleep(0.05)
+
+    def _states(self) -> dict[str, tuple[int, int]]:
+        return parse_servers_state(self.api().command(f"show servers state {BACKEND}"))
+
+    def servers(self) -> dict[str, str]:
+        """Server name -> SERVER_READY / SERVER_DRAIN / SERVER_MAINT; empty without a load balancer."""
+        if self._socket_path() is None:
+            return {}
+        return {name: admin_state(state[1]) for name, state in self._states().items()}
+
+
+def lb_container_name(group: str) -> str:
+    return f"kiln-{group}-lb"

@@ -1,0 +1,72 @@
+# Copyright: kiln developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The roll-out journal: what actual state cannot tell, saved atomically after every step."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..common.files import write_json_atomic
+from .options import RolloutError
+
+FINAL = ("succeeded", "partial", "rolled_back", "failed", "superseded")
+UNFINISHED = ("running", "paused")
+_CHANGES = {"launched", "enabled", "terminated", "server_removed", "server_added"}
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def read_journal(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path) as handle:
+            doc = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise RolloutError(
+            f"roll-out journal {path} cannot be read ({exc}); move it away to start over"
+        ) from exc
+    if not isinstance(doc, dict) or "status" not in doc:
+        raise RolloutError(f"roll-out journal {path} is not a kiln journal; move it away to start afresh")
+    return doc
+
+
+class Journal:
+    """The roll-out document: saved atomically after every step; also the result and its timeline."""
+
+    def __init__(
+        self, path: str, doc: dict[str, Any], on_event: Callable[[dict[str, Any]], None] | None = None
+    ):
+        self.path = path
+        self.doc = doc
+        self.changed = False
+        self._lock = threading.RLock()
+        self._on_event = on_event
+
+    def save(self) -> None:
+        with self._lock:
+            self.doc["updated_at"] = _now()
+            write_json_atomic(self.path, self.doc)
+
+    def event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        with self._lock:
+            ts = _now()
+            entry = {"t": ts, "at": _iso(ts), "event": kind, **fields}
+            self.doc.setdefault("events", []).append(entry)
+            if kind in _CHANGES:
+                self.changed = True
+            self.save()
+        if self._on_event:
+            self._on_event(entry)
+        return entry

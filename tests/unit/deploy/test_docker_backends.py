@@ -1,0 +1,228 @@
+"""The docker provider and HAProxy load balancer without Docker: parsers of HAProxy's recorded answers,
+the runtime API client, option checks and name conventions."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.deploy import docker_environment
+from ansible_collections.kiln.immutable.plugins.module_utils.loadbalancers.haproxy.loadbalancer import (
+    HAProxyLoadBalancer,
+    LoadBalancerError,
+    RuntimeAPI,
+    admin_state,
+    config_text,
+    parse_servers_state,
+    parse_sessions,
+)
+from ansible_collections.kiln.immutable.plugins.module_utils.providers.docker.provider import (
+    DockerProvider,
+    ProviderError,
+    _started_at,
+    image_of,
+    volume_name,
+)
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout.interfaces import Instance
+
+DATA = Path(__file__).parent / "data" / "haproxy"
+
+
+def test_servers_state_recorded_from_haproxy_2_6_maps_admin_bits():
+    # Recorded with one server ready, one drained (0x08) and one in forced maintenance (0x01).
+    states = parse_servers_state((DATA / "show_servers_state.txt").read_text())
+    assert states == {
+        "kiln-kdexp3-web-0-139c57": (2, 0),
+        "kiln-kdexp3-web-2-e8c878": (0, 1),
+        "kiln-kdexp3-web-1-b59060": (2, 8),
+    }
+    assert {name: admin_state(bits) for name, (_, bits) in states.items()} == {
+        "kiln-kdexp3-web-0-139c57": "ready",
+        "kiln-kdexp3-web-2-e8c878": "maint",
+        "kiln-kdexp3-web-1-b59060": "drain",
+    }
+    assert parse_servers_state((DATA / "show_servers_state.txt").read_text(), backend="other") == {}
+
+
+@pytest.mark.parametrize(
+    ("bits", "state"),
+    [
+        (0, "ready"),
+        (0x01, "maint"),
+        (0x04, "maint"),
+        (0x20, "maint"),
+        (0x08, "drain"),
+        (0x10, "drain"),
+        (0x09, "maint"),
+    ],
+)
+def test_any_maintenance_bit_wins_over_drain(bits, state):
+    assert admin_state(bits) == state
+
+
+def test_sessions_come_from_the_recorded_show_stat_csv():
+    csv_text = (DATA / "show_stat.csv").read_text()
+    assert parse_sessions(csv_text, "app", "kiln-kdexp3-web-0-139c57") == 0
+    assert parse_sessions(csv_text, "app", "absent") is None
+    busy = csv_text.replace("app,kiln-kdexp3-web-0-139c57,0,0,0,", "app,kiln-kdexp3-web-0-139c57,2,0,3,", 1)
+    assert parse_sessions(busy, "app", "kiln-kdexp3-web-0-139c57") == 5  # queued + current
+
+
+def test_the_configuration_has_an_empty_backend_and_an_admin_socket():
+    text = config_text("/ready")
+    assert "stats socket /run/kiln/admin.sock mode 600 level admin" in text
+    assert "option httpchk GET /ready" in text
+    assert "\n    server " not in text  # servers only ever come from the runtime API
+    assert "option redispatch" in text and "option http-server-close" in text
+
+
+class _FakeHAProxy:
+    """A unix socket that answers one line per connection, like HAProxy's non-interactive mode."""
+
+    def __init__(self, path: str, answers: dict[str, str]):
+        self.seen: list[str] = []
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        cwd = os.getcwd()
+        os.chdir(os.path.dirname(path))  # bind a deep path by its short name
+        try:
+            self.server.bind(os.path.basename(path))
+        finally:
+            os.chdir(cwd)
+        self.server.listen(4)
+        self.answers = answers
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                line = conn.recv(4096).decode().strip()
+                self.seen.append(line)
+                conn.sendall(self.answers.get(line, "Unknown command.\n").encode())
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_runtime_api_reaches_a_socket_deeper_than_sun_path_allows(tmp_path):
+    deep = tmp_path.joinpath(*["a-long-folder-name"] * 6)
+    deep.mkdir(parents=True)
+    path = str(deep / "admin.sock")
+    assert len(path) > 108
+    fake = _FakeHAProxy(path, {"show info": "Name: HAProxy\n"})
+    try:
+        assert RuntimeAPI(path).command("show info") == "Name: HAProxy\n"
+        assert fake.seen == ["show info"]
+    finally:
+        fake.close()
+
+
+def test_runtime_api_failure_names_the_socket_and_command(tmp_path):
+    path = str(tmp_path / "missing.sock")
+    with pytest.raises(LoadBalancerError, match=r"missing.sock did not answer 'show info'"):
+        RuntimeAPI(path, timeout=0.5).command("show info")
+
+
+def test_load_balancer_commands_and_refusals(tmp_path, monkeypatch):
+    path = str(tmp_path / "admin.sock")
+    fake = _FakeHAProxy(
+        path,
+        {
+            "add server app/i1 10.0.0.2:8080 check inter 1000 rise 1 fall 2": "New server registered.\n",
+            "enable health app/i1": "\n",
+            "set server app/i1 state drain": "\n",
+            "set server app/gone state maint": "No such server.\n",
+            "enable server app/i2": "No such server.\n",
+        },
+    )
+    lb = HAProxyLoadBalancer("web-test")
+    monkeypatch.setattr(lb, "api", lambda: RuntimeAPI(path))
+    monkeypatch.setattr(lb, "_container", lambda: object())
+
+    def inst(name: str) -> Instance:
+        return Instance(
+            id=name,
+            name=name,
+            group="web-test",
+            slot=0,
+            version="web/1",
+            probe_address="127.0.0.1:1",
+            backend_address="10.0.0.2:8080",
+        )
+
+    try:
+        lb.add(inst("i1"))
+        lb.drain(inst("i1"))
+        lb.remove(inst("gone"))  # already gone: not an error
+        with pytest.raises(
+            LoadBalancerError, match=r"HAProxy refused 'enable server app/i2' for group web-test"
+        ):
+            lb._cmd("enable server app/i2")
+        assert fake.seen[:3] == [
+            "add server app/i1 10.0.0.2:8080 check inter 1000 rise 1 fall 2",
+            "enable health app/i1",
+            "set server app/i1 state drain",
+        ]
+    finally:
+        fake.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"port": 70000}, r"load_balancer_options.port must be a port number"),
+        ({"port": "8081"}, r"load_balancer_options.port must be a port number"),
+        ({"health_path": "healthz"}, r"load_balancer_options.health_path must start with '/'"),
+    ],
+)
+def test_load_balancer_options_are_checked(kwargs, message):
+    with pytest.raises(LoadBalancerError, match=message):
+        HAProxyLoadBalancer("web-test", **kwargs)
+
+
+def test_unknown_backend_options_name_the_parameter():
+    with pytest.raises(KilnError, match=r"provider_options: unknown option\(s\) colour; known: .*port"):
+        docker_environment.provider({"colour": "blue"})
+    with pytest.raises(KilnError, match=r"load_balancer_options: unknown option\(s\) group"):
+        docker_environment.load_balancer("web-test", {"group": "other"})
+    with pytest.raises(ProviderError, match=r"provider_options.data_path must be an absolute path"):
+        DockerProvider(data_path="data")
+
+
+class _Version:
+    image, name, ref = "web", "7", "web/7"
+
+    def __init__(self, artifacts):
+        self.artifacts = artifacts
+
+
+def test_a_version_without_a_docker_artifact_is_refused_by_name():
+    with pytest.raises(ProviderError, match=r"version web/7 has no docker artifact"):
+        image_of(_Version({"ami": {"eu-west-1": "ami-1"}}))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-05-01T10:00:00.123456789Z", 1714557600.123456),
+        ("2024-05-01T10:00:00Z", 1714557600.0),
+        ("0001-01-01T00:00:00Z", 0.0),
+        (None, 0.0),
+    ],
+)
+def test_docker_start_times_become_epoch_seconds(text, expected):
+    assert _started_at(text) == pytest.approx(expected)
+
+
+def test_names_follow_the_shared_convention():
+    assert volume_name("web-prod", 3) == "kiln-web-prod-3-data"
+    assert HAProxyLoadBalancer("web-prod").container_name == "kiln-web-prod-lb"
+    assert HAProxyLoadBalancer("web-prod").network == "kiln-web-prod"
