@@ -179,3 +179,35 @@ def test_bad_input_is_refused_before_anything_changes(world, catalog_path, chang
     assert not os.path.exists(
         os.path.join(os.environ["KILN_STATE_DIR"], "rollouts", group.name, "journal.json")
     )
+
+
+def test_sigkill_mid_batch_then_rerun_converges(world, catalog_path, tmp_path):
+    old, new = record(catalog_path, world), record(catalog_path, world)
+    group = world.group("web-kill", old.artifacts["ami"][REGION], size=4)
+    slow = params(group, new, catalog_path, health={**HEALTH, "warmup": 2.0})
+    script = (
+        "import json, sys\n"
+        "from ansible_collections.kiln.immutable.plugins.module_utils.deploy import rolling_replace\n"
+        "rolling_replace.execute(json.loads(sys.argv[1]), check=False)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(slow)], env=env)
+    log = os.path.join(os.environ["KILN_STATE_DIR"], "rollouts", group.name, "progress.log")
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if os.path.exists(log) and " launched " in open(log).read():
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the roll-out ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+
+    result = rolling_replace.execute(params(group, new, catalog_path), check=False)
+    assert result["status"] == "succeeded" and len(result["runs"]) == 2, "the re-run resumed the journal"
+    final = amis_of(world, group)
+    assert len(final) == 4 and set(final.values()) == {new.artifacts["ami"][REGION]}
+    assert set(world.running_in_vpc()) == set(final), "no instance outside the group"
+    assert set(world.targets(group)) == set(final), "no target left registered after termination"

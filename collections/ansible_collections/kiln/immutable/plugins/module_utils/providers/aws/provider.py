@@ -139,6 +139,19 @@ class AutoScalingProvider:
 
     # ------------------------------------------------------------------ the Provider protocol
 
+    def prepare(self, group: str) -> bool:
+        """Tag the group's instances that have no slot yet (launched by the group itself) with the slot
+        list_instances gives them, so slots stay put once kiln starts replacing; True when it tagged."""
+        untagged = [i for i in self.list_instances(group) if not i.extra["slot_tagged"] and i.alive]
+        for inst in untagged:
+            aws.call(
+                f"tagging instance {inst.id} with its slot",
+                self.ec2.create_tags,
+                Resources=[inst.id],
+                Tags=aws.tag_list({TAG_GROUP: group, TAG_SLOT: str(inst.slot)}),
+            )
+        return bool(untagged)
+
     def list_instances(self, group: str) -> list[Instance]:
         members = {
             i["InstanceId"]: i
@@ -329,7 +342,8 @@ class AutoScalingProvider:
                 "image_id": data["ImageId"],
                 "state": data["State"]["Name"],
                 "in_group": in_group,
-                "launched_by_kiln": TAG_SLOT in tags,
+                "slot_tagged": TAG_SLOT in tags,
+                "launched_by_kiln": TAG_VERSION in tags,
                 "region": self.region,
             },
         )
