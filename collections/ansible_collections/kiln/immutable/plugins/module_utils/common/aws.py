@@ -132,3 +132,15 @@ def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
 
 def tag_dict(tags: list[dict[str, str]] | None) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in tags or []}
+
+
+def argument_spec() -> dict[str, dict[str, Any]]:
+    """The AWS options of a module (documented by the doc fragment kiln.immutable.aws)."""
+    return {
+        "region": {"type": "str", "aliases": ["aws_region"]},
+        "profile": {"type": "str", "aliases": ["aws_profile"]},
+        "access_key": {"type": "str", "aliases": ["aws_access_key_id", "aws_access_key"], "no_log": True},
+        "secret_key": {"type": "str", "aliases": ["aws_secret_access_key", "aws_secret_key"], "no_log": True},
+        "session_token": {"type": "str", "aliases": ["aws_session_token", "security_token"], "no_log": True},
+        "endpoint_url": {"type": "str", "aliases": ["aws_endpoint_url"]},
+    }

@@ -29,7 +29,7 @@ from ..common.errors import KilnError
 from ..rollout.health import HealthCheck, probe_once
 from ..rollout.interfaces import Instance, Provider
 
-DRIFT_KINDS = ("version", "revoked", "image", "filesystem")
+DRIFT_KINDS = ("version", "revoked", "image", "filesystem", "unmanaged")
 
 # ``docker diff`` kinds
 _DIFF_KINDS = {0: "changed", 1: "added", 2: "deleted"}
@@ -49,6 +49,7 @@ class GroupTarget:
     provider: str = "docker"
     provider_options: dict[str, Any] = field(default_factory=dict)
     health: dict[str, Any] | None = None
+    aws: dict[str, Any] = field(default_factory=dict)  # region, profile, endpoint_url for provider aws
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "groups") -> GroupTarget:
@@ -62,6 +63,7 @@ class GroupTarget:
             provider=str(data.get("provider") or "docker"),
             provider_options=dict(data.get("provider_options") or {}),
             health=dict(data["health"]) if data.get("health") else None,
+            aws=dict(data.get("aws") or {}),
         )
 
     @classmethod
@@ -83,6 +85,7 @@ class GroupTarget:
                 "provider": hv.get("kiln_group_provider"),
                 "provider_options": hv.get("kiln_group_provider_options"),
                 "health": hv.get("kiln_group_health"),
+                "aws": hv.get("kiln_group_aws"),
             }
             out.append(cls.from_dict(data, where=f"inventory host {host} (kiln_group_*)"))
         return out
@@ -187,6 +190,10 @@ class Inspector(Protocol):
 
     def health(self, instance: Instance) -> str: ...  # healthy | unhealthy | starting | running | <state>
 
+    def expected_image(self, version: Any, instance: Instance) -> str | None: ...  # what it should run
+
+    def unmanaged(self, instance: Instance) -> str | None: ...  # why kiln did not make it, or None
+
 
 class _Catalog(Protocol):  # the part of catalog.Catalog drift uses
     def channels(self, image: str) -> dict[str, str | None]: ...
@@ -259,6 +266,40 @@ class DockerInspector:
         state = self._container(instance).attrs.get("State") or {}
         status = (state.get("Health") or {}).get("Status")
         return status or state.get("Status") or "unknown"
+
+    def expected_image(self, version: Any, instance: Instance) -> str | None:
+        return _artifact_image_id(version)
+
+    def unmanaged(self, instance: Instance) -> str | None:
+        return None  # the provider only finds containers kiln labelled
+
+
+class AWSInspector:
+    """The AWS view of an instance of an Auto Scaling group, through the group's provider."""
+
+    def __init__(self, provider: Any):
+        self.provider = provider
+
+    def filesystem_changes(self, instance: Instance) -> list[PathChange]:
+        return []  # an EC2 instance's disk is not inspected from outside
+
+    def image_id(self, instance: Instance) -> str | None:
+        return instance.extra.get("image_id")
+
+    def health(self, instance: Instance) -> str:
+        verdict = self.provider.health(instance)
+        if verdict.ok:
+            return "healthy"
+        return "unhealthy" if verdict.answered else "starting"
+
+    def expected_image(self, version: Any, instance: Instance) -> str | None:
+        amis = (getattr(version, "artifacts", None) or {}).get("ami") or {}
+        return amis.get(instance.extra.get("region"))
+
+    def unmanaged(self, instance: Instance) -> str | None:
+        if instance.extra.get("launched_by_kiln"):
+            return None
+        return f"launched by Auto Scaling group {self.provider.asg_name} itself, not by a kiln roll-out"
 
 
 # --------------------------------------------------------------------------- detection
@@ -337,7 +378,7 @@ def check_group(
             found.append(_finding("revoked", inst, detail, actual=inst.version))
         health = _health(target, inst, inspector)
         if inspector is not None:
-            built = _artifact_image_id(version) if version is not None else None
+            built = inspector.expected_image(version, inst) if version is not None else None
             running = inspector.image_id(inst)
             if built and running and built != running:
                 detail = f"claims {inst.version} (image {built[:19]}) but runs image {running[:19]}"
@@ -346,6 +387,9 @@ def check_group(
             if paths:
                 detail = f"{len(paths)} path(s) changed outside data volumes since the instance was made"
                 found.append(_finding("filesystem", inst, detail, paths=paths))
+            origin = inspector.unmanaged(inst)
+            if origin:
+                found.append(_finding("unmanaged", inst, origin))
         result.findings.extend(found)
         result.instances.append(
             InstanceState(
@@ -370,7 +414,16 @@ def backends(target: GroupTarget) -> tuple[Provider, Inspector]:
             return DockerProvider(**target.provider_options), DockerInspector()
         except TypeError as exc:
             raise KilnError(f"group '{target.group}': bad provider_options for docker: {exc}") from exc
-    raise KilnError(f"group '{target.group}': unknown provider '{target.provider}'; known: docker")
+    if target.provider == "aws":
+        from ..common.aws import AWSSettings
+        from ..providers.aws.provider import AutoScalingProvider
+
+        try:
+            provider = AutoScalingProvider(AWSSettings.from_options(target.aws), **target.provider_options)
+        except TypeError as exc:
+            raise KilnError(f"group '{target.group}': bad provider_options for aws: {exc}") from exc
+        return provider, AWSInspector(provider)
+    raise KilnError(f"group '{target.group}': unknown provider '{target.provider}'; known: docker, aws")
 
 
 def detect(

@@ -13,6 +13,7 @@ not reliably reported). Instances the group launched by itself get the free slot
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -45,7 +46,8 @@ class AutoScalingProvider:
 
     Options (``provider_options``): ``auto_scaling_group`` and ``launch_template`` (names),
     ``port`` the app listens on, ``probe_address`` which address kiln probes over HTTP (``private``,
-    ``public``, or ``none`` to judge health by Auto Scaling and the target group alone),
+    ``public``, or ``none`` to judge health by Auto Scaling and the target group alone; default:
+    ``$KILN_AWS_PROBE_ADDRESS``, else ``private``),
     ``poll_interval`` seconds between state polls, ``launch_timeout`` seconds for an instance to run.
     ``settings`` are the module's AWS options (region, profile, keys, endpoint_url).
     """
@@ -56,7 +58,7 @@ class AutoScalingProvider:
         auto_scaling_group: str = "",
         launch_template: str = "",
         port: int = 80,
-        probe_address: str = "private",
+        probe_address: str | None = None,
         poll_interval: float = 5.0,
         launch_timeout: float = 300.0,
     ):
@@ -64,6 +66,7 @@ class AutoScalingProvider:
             raise ProviderError("provider_options.auto_scaling_group is required for provider aws")
         if not launch_template:
             raise ProviderError("provider_options.launch_template is required for provider aws")
+        probe_address = probe_address or os.environ.get("KILN_AWS_PROBE_ADDRESS") or "private"
         if probe_address not in PROBE_ADDRESSES:
             raise ProviderError(
                 f"provider_options.probe_address must be one of {', '.join(PROBE_ADDRESSES)}, "
