@@ -2,6 +2,7 @@
 """Roll-out benchmark: kiln against the hand-written baseline, under load through the load balancer.
 
     .venv/bin/python bench/rollout.py [--rate 150] [--instances 6] [--scale 50] [--no-scale]
+    .venv/bin/python bench/rollout.py --provider aws [--scale 50]   (bench/rollout_aws.py)
 
 1. kiln, 6 instances (batches of 2, surge 2): failed requests, p50/p99 latency, and roll-out time
    against the floor = batches x the measured start-to-healthy time of one instance (goal <= 1.3).
@@ -361,7 +362,14 @@ def main() -> int:
     parser.add_argument("--no-scale", action="store_true", help="skip the scale run")
     parser.add_argument("--catalog", help="a catalog with lb/1, web/1 and web/2 already built (skips baking)")
     parser.add_argument("--output", help="also write the figures as JSON here")
+    parser.add_argument(
+        "--provider", choices=["docker", "aws"], default="docker", help="aws: against the local AWS API"
+    )
     args = parser.parse_args()
+    if args.provider == "aws":
+        from rollout_aws import run
+
+        return run(args)
 
     bench = Bench(args)
     figures: dict = {}

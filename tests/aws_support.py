@@ -131,7 +131,7 @@ class AWSWorld:
         self.vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
         self.subnets = [
             ec2.create_subnet(
-                VpcId=self.vpc, CidrBlock=f"10.20.{i}.0/24", AvailabilityZone=f"{self.region}{z}"
+                VpcId=self.vpc, CidrBlock=f"10.20.{i * 16}.0/20", AvailabilityZone=f"{self.region}{z}"
             )["Subnet"]["SubnetId"]
             for i, z in enumerate("ab")
         ]

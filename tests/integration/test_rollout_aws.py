@@ -211,3 +211,38 @@ def test_sigkill_mid_batch_then_rerun_converges(world, catalog_path, tmp_path):
     assert len(final) == 4 and set(final.values()) == {new.artifacts["ami"][REGION]}
     assert set(world.running_in_vpc()) == set(final), "no instance outside the group"
     assert set(world.targets(group)) == set(final), "no target left registered after termination"
+
+
+def test_drift_shows_other_ami_revoked_version_and_instances_launched_outside_kiln(world, catalog_path):
+    from ansible_collections.kiln.immutable.plugins.module_utils.observe import drift
+
+    old, new = record(catalog_path, world), record(catalog_path, world)
+    group = world.group("web-drift", old.artifacts["ami"][REGION], size=2)
+    target = drift.GroupTarget(
+        group=group.name,
+        image="web",
+        channel="prod",
+        provider="aws",
+        provider_options=group.provider_options(),
+        aws={"region": REGION},
+    )
+    with Catalog(catalog_path) as catalog:
+        catalog.promote("prod", old.ref)
+        report = drift.detect([target], catalog)
+    kinds = {(f.instance, f.kind) for f in report.findings}
+    asg_ids = world.asg_instance_ids(group)
+    assert kinds == {(i, "unmanaged") for i in asg_ids}, "the group launched them itself"
+
+    rolling_replace.execute(params(group, old, catalog_path, size=3), check=False)  # kiln adds slot 2
+    with Catalog(catalog_path) as catalog:
+        catalog.promote("prod", new.ref)
+        catalog.revoke(old.ref, reason="CVE-2026-0001", fallback=False)
+        report = drift.detect([target], catalog)
+    by_kind: dict[str, set[str]] = {}
+    for finding in report.findings:
+        by_kind.setdefault(finding.kind, set()).add(finding.instance)
+    everyone = set(world.asg_instance_ids(group))
+    assert len(everyone) == 3
+    assert by_kind["version"] == everyone and by_kind["revoked"] == everyone
+    assert len(by_kind["unmanaged"]) == 2, "the instance kiln launched is not reported as unmanaged"
+    assert "CVE-2026-0001" in drift.render(report)

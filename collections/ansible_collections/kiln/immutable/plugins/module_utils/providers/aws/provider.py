@@ -85,7 +85,9 @@ class AutoScalingProvider:
         self.ec2 = aws.client(settings, "ec2")
         self.autoscaling = aws.client(settings, "autoscaling")
         self._template_lock = threading.Lock()
-        self._image_versions: dict[str, str] = {}
+        self._image_versions: dict[str, str] = {}  # AMI -> its kiln:version tag
+        self._template_versions: dict[str, tuple[str, int]] = {}  # AMI -> (template id, version) made default
+        self._subnets: list[str] | None = None
 
     # ------------------------------------------------------------------ reading AWS
 
@@ -192,8 +194,11 @@ class AutoScalingProvider:
     def launch(self, group: str, slot: int, version: Any) -> Instance:
         ami = ami_of(version, self.region)
         template_id, template_version = self._template_version(ami, version)
-        asg = self.describe_group()
-        subnets = [s for s in (asg.get("VPCZoneIdentifier") or "").split(",") if s]
+        if self._subnets is None:
+            self._subnets = [
+                s for s in (self.describe_group().get("VPCZoneIdentifier") or "").split(",") if s
+            ]
+        subnets = self._subnets
         tags = {
             "Name": f"kiln-{group}-{slot}",
             TAG_GROUP: group,
@@ -281,6 +286,8 @@ class AutoScalingProvider:
         (scaling out, replacing a failed instance) run what kiln last rolled out.
         """
         with self._template_lock:
+            if ami in self._template_versions:  # made the default by this process, for this batch's peers
+                return self._template_versions[ami]
             template = self._template()
             template_id = template["LaunchTemplateId"]
             pages = self.ec2.get_paginator("describe_launch_template_versions").paginate(
@@ -307,6 +314,7 @@ class AutoScalingProvider:
                     LaunchTemplateId=template_id,
                     DefaultVersion=str(number),
                 )
+            self._template_versions = {ami: (template_id, number)}
             return template_id, number
 
     # ------------------------------------------------------------------ instances
