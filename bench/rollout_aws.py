@@ -11,6 +11,7 @@ Against the local AWS API (moto's server, started here and stopped at the end):
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -96,8 +97,6 @@ def floor(world: AWSWorld, old: Version, new: Version, size: int, batch: int) ->
 
 def run(args) -> int:
     with moto_server(), tempfile.TemporaryDirectory(prefix="kiln-bench-aws-") as state:
-        import os
-
         os.environ["KILN_STATE_DIR"] = state
         world = AWSWorld()
         with Catalog(str(Path(state) / "catalog.db")) as catalog:
@@ -115,22 +114,19 @@ def run(args) -> int:
             floor_s = min(floors)
             say(f"floor: one batch of {batch} with direct boto3 calls: {floor_s:.3f}s (best of 3)")
             small = kiln(world, catalog, old, new, args.scale * 2 // 5, batch)
-            say(
-                f"kiln {small['instances']} in batches of {batch}: {small['seconds']}s, {small['batches']} batches"
-            )
+            say(f"kiln {small['instances']} in batches of {batch}: {small['seconds']}s")
             scale = kiln(world, catalog, old, new, args.scale, "10%")
-            say(
-                f"kiln {scale['instances']} in batches of 10%: {scale['seconds']}s, {scale['batches']} batches"
-            )
+            say(f"kiln {scale['instances']} in batches of 10%: {scale['seconds']}s")
+    big, few = scale["instances"], small["instances"]
     print()
-    print(f"AWS roll-out of {args.scale} instances against the local AWS API")
-    print(f"  kiln per batch / direct boto3 floor per batch : {scale['per_batch'] / floor_s:.2f}")
+    print(f"AWS roll-out of {big} instances against the local AWS API")
+    print(f"  kiln per batch / direct boto3 floor per batch: {scale['per_batch'] / floor_s:.2f}")
     print(
-        f"  per batch, {scale['instances']} vs {small['instances']} instances (same batch size; 1.0 = time grows "
-        f"with the number of batches only): {scale['per_batch'] / small['per_batch']:.2f}"
+        f"  per batch, {big} vs {few} instances (same batch size; 1.0: time grows with the number of "
+        f"batches only): {scale['per_batch'] / small['per_batch']:.2f}"
     )
     print(
-        f"  total time ratio {scale['instances']}/{small['instances']}: {scale['seconds'] / small['seconds']:.2f} "
-        f"for {scale['batches']}/{small['batches']} = {scale['batches'] / small['batches']:.2f} times the batches"
+        f"  total time {big}/{few}: {scale['seconds'] / small['seconds']:.2f} "
+        f"for {scale['batches'] / small['batches']:.2f} times the batches"
     )
     return 0
