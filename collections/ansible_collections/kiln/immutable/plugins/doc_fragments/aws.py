@@ -48,6 +48,6 @@ options:
     type: str
     aliases: [aws_endpoint_url]
 notes:
-  - The AWS options are used by O(provider=aws) and O(load_balancer=aws) only; they need C(boto3) and
-    C(botocore) on the controller.
+  - The AWS options are used only where kiln calls AWS (the C(aws) provider and load balancer, the AMIs
+    of a version); that needs C(boto3) and C(botocore) on the controller.
 """

@@ -14,6 +14,9 @@ description:
   - Never removes a version that a channel points at, one of the last O(history_depth) versions a channel
     pointed at (so that rollback keeps working), or one that an instance runs (a Docker container labelled
     C(kiln.version), running or stopped).
+  - With O(remove_images), the AMIs of a removed version are deregistered in every region and their
+    snapshots deleted, unless an instance runs one or a launch template version in use (a default,
+    the latest, or the one an Auto Scaling group launches from) names it.
   - The catalog's audit trail keeps the full record of every removed version.
   - In check mode, lists what would be removed and why the rest is kept.
 author:
@@ -22,6 +25,7 @@ extends_documentation_fragment:
   - kiln.immutable.attributes
   - kiln.immutable.attributes.actiongroup_kiln
   - kiln.immutable.catalog
+  - kiln.immutable.aws
 attributes:
   check_mode:
     support: full
@@ -61,6 +65,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+amis:
+  description:
+    - The AMIs of the removed versions, as C(region:ami) - deregistered (C(removed)) with their snapshots
+      (C(snapshots_deleted)), or C(kept) with the reason (an instance or a launch template version in use
+      needs it).
+  returned: when a removed version has AMIs
+  type: dict
 removed:
   description: The versions removed (or that would be, in check mode).
   returned: always
@@ -82,7 +93,9 @@ images_removed:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.common import aws
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.providers.aws import images
 
 
 def main() -> None:
@@ -93,22 +106,26 @@ def main() -> None:
             history_depth=dict(type="int", default=3),
             remove_images=dict(type="bool", default=True),
             catalog=dict(type="path"),
+            **aws.argument_spec(),
         ),
         supports_check_mode=True,
     )
     p = module.params
     try:
         with Catalog(p["catalog"]) as catalog:
-            result = catalog.prune(
-                p["image"],
-                keep=p["keep"],
-                history_depth=p["history_depth"],
-                check=module.check_mode,
-                remove_images=p["remove_images"],
-            )
+            options = dict(keep=p["keep"], history_depth=p["history_depth"], remove_images=p["remove_images"])
+            doomed = []
+            if p["remove_images"] and not module.check_mode:  # the versions' AMIs go after them
+                planned = catalog.prune(p["image"], check=True, **options)
+                doomed = [catalog.get(ref) for ref in planned.removed]
+            result = catalog.prune(p["image"], check=module.check_mode, **options)
+            out = result.to_dict()
+            gone = [v for v in doomed if v.ref in result.removed]
+            if images.has_amis(gone):
+                settings = aws.AWSSettings.from_options({k: p[k] for k in aws.OPTION_NAMES})
+                out["amis"] = images.remove_amis(gone, settings)
     except KilnError as exc:
         module.fail_json(**exc.fail_kwargs())
-    out = result.to_dict()
     if module._diff:
         out["diff"] = {"before": {"versions": sorted(result.removed)}, "after": {"versions": []}}
     module.exit_json(**out)

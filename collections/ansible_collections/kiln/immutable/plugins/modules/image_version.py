@@ -24,6 +24,7 @@ extends_documentation_fragment:
   - kiln.immutable.attributes
   - kiln.immutable.attributes.actiongroup_kiln
   - kiln.immutable.catalog
+  - kiln.immutable.aws
 attributes:
   check_mode:
     support: full
@@ -168,6 +169,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+amis_marked:
+  description: The AMIs (C(region:ami)) tagged C(kiln:revoked) with the reason, or untagged on restore.
+  returned: when the version has AMIs and its status changed
+  type: list
+  elements: str
 ref:
   description: The version's reference.
   returned: always
@@ -215,7 +221,9 @@ from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog imp
     Version,
     split_ref,
 )
+from ansible_collections.kiln.immutable.plugins.module_utils.common import aws
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.providers.aws import images
 
 _RECORD_FIELDS = (
     "fingerprint",
@@ -308,6 +316,7 @@ def main() -> None:
             revoke_at=dict(type="str"),
             fallback=dict(type="bool", default=True),
             catalog=dict(type="path"),
+            **aws.argument_spec(),
         ),
         required_one_of=[("image", "version")],
         required_if=[
@@ -348,6 +357,11 @@ def main() -> None:
             after = catalog.find(ref)
             if after is not None:
                 result["version"] = after.to_dict()
+                if not check and result.get("changed") and images.has_amis([after]):
+                    # the AMIs say so too, in every region (kiln:revoked), for whoever looks in AWS
+                    reason = (after.revocation or {}).get("reason") if after.status == "revoked" else None
+                    settings = aws.AWSSettings.from_options({k: p[k] for k in aws.OPTION_NAMES})
+                    result["amis_marked"] = images.mark_revoked(after, reason, settings)
     except KilnError as exc:
         module.fail_json(**exc.fail_kwargs())
     if module._diff:
