@@ -105,11 +105,13 @@ build {
 
   provisioner "ansible" {
     only          = ["amazon-ebs.web"]
-    playbook_file = var.aws_endpoint != "" ? "${path.root}/local-api.yml" : "${path.root}/playbook.yml"
+    playbook_file = "${path.root}/playbook.yml"
     user          = "admin"
     extra_arguments = [
       "--become",
       "--extra-vars", "golden_image_version=${var.image_name}/${var.version} golden_image_fault=${var.fault}",
+      # nothing boots on a local AWS API (aws_endpoint): the playbook provisions nothing there
+      "--extra-vars", "kiln_local_aws_api=${var.aws_endpoint != "" ? "true" : "false"}",
     ]
     ansible_env_vars = ["ANSIBLE_CONFIG=${path.root}/../../ansible.cfg"]
   }

@@ -45,7 +45,7 @@ def _plan(version: str) -> bm.Plan:
 def test_old_packer_builds_from_a_sibling_copy_without_required_plugins():
     with bm.staged(_plan("1.6.6")) as folder:
         assert Path(folder).parent == WEB.parent  # ${path.root}/.. still points at the same place
-        assert sorted(os.listdir(folder)) == ["local-api.yml", "playbook.yml", "web.pkr.hcl"]
+        assert sorted(os.listdir(folder)) == ["playbook.yml", "web.pkr.hcl"]
         assert os.path.realpath(Path(folder) / "web.pkr.hcl") == str(WEB / "web.pkr.hcl")
     assert not Path(folder).exists()
 
