@@ -17,9 +17,6 @@ import time
 from pathlib import Path
 
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog, Version
-from ansible_collections.kiln.immutable.plugins.module_utils.deploy import rolling_replace
-from ansible_collections.kiln.immutable.plugins.module_utils.rollout.engine import Rollout, RolloutOptions
-from ansible_collections.kiln.immutable.plugins.module_utils.rollout.health import HealthCheck, Prober
 from aws_support import REGION, AWSWorld, make_ami, moto_server
 
 HEALTH = {"interval": 0.05, "healthy_threshold": 2, "unhealthy_threshold": 1, "deadline": 60}
@@ -31,23 +28,8 @@ def say(text: str) -> None:
 
 def kiln(world: AWSWorld, catalog: Catalog, old: Version, new: Version, size: int, batch) -> dict:
     group = world.group(f"bench{size}", old.artifacts["ami"][REGION], size=size)
-    provider, lb = rolling_replace.build_backends(
-        group.name,
-        "aws",
-        group.provider_options(),
-        "aws",
-        group.load_balancer_options(),
-        None,
-        {"region": REGION},
-    )
-    rollout = Rollout(
-        group.name,
-        new,
-        provider,
-        lb,
-        Prober(HealthCheck.from_options(HEALTH), probe=rolling_replace.backend_probe(provider, lb)),
-        RolloutOptions(batch_size=batch, max_surge=batch, min_healthy_percentage=100),
-        resolve_version=catalog.get,
+    rollout = group.rollout(
+        new, catalog, HEALTH, batch_size=batch, max_surge=batch, min_healthy_percentage=100
     )
     started = time.monotonic()
     result = rollout.run()

@@ -118,6 +118,34 @@ class AWSGroup:
     def load_balancer_options(self, **extra: Any) -> dict[str, Any]:
         return {"target_group": self.target_group, "poll_interval": 0.05, **extra}
 
+    def rollout(self, target: Any, catalog: Any, health: dict[str, Any], on_event=None, **options: Any):
+        """The engine on this group's Auto Scaling group and target group, wired as the module wires it."""
+        from ansible_collections.kiln.immutable.plugins.module_utils.deploy import rolling_replace
+        from ansible_collections.kiln.immutable.plugins.module_utils.rollout.engine import Rollout
+        from ansible_collections.kiln.immutable.plugins.module_utils.rollout.health import HealthCheck, Prober
+        from ansible_collections.kiln.immutable.plugins.module_utils.rollout.options import RolloutOptions
+
+        provider, lb = rolling_replace.build_backends(
+            self.name,
+            "aws",
+            self.provider_options(),
+            "aws",
+            self.load_balancer_options(),
+            None,
+            {"region": self.region},
+        )
+        prober = Prober(HealthCheck.from_options(health), probe=rolling_replace.backend_probe(provider, lb))
+        return Rollout(
+            self.name,
+            target,
+            provider,
+            lb,
+            prober,
+            RolloutOptions(**options),
+            resolve_version=catalog.get,
+            on_event=on_event,
+        )
+
 
 @dataclass
 class AWSWorld:

@@ -18,9 +18,6 @@ import pytest
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog, Version
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 from ansible_collections.kiln.immutable.plugins.module_utils.deploy import rolling_replace
-from ansible_collections.kiln.immutable.plugins.module_utils.rollout.engine import Rollout
-from ansible_collections.kiln.immutable.plugins.module_utils.rollout.health import HealthCheck, Prober
-from ansible_collections.kiln.immutable.plugins.module_utils.rollout.options import RolloutOptions
 from aws_support import OTHER_REGION, REGION, AWSWorld, FailedChecks, clients, make_ami
 
 HEALTH = {"interval": 0.05, "healthy_threshold": 2, "unhealthy_threshold": 1, "warmup": 0.3, "deadline": 15}
@@ -76,30 +73,20 @@ def test_good_version_rolls_out_in_batches_and_capacity_never_drops(world, catal
     old, new = record(catalog_path, world), record(catalog_path, world)
     group = world.group("web-prod", old.artifacts["ami"][REGION], size=4)
     good = {old.artifacts["ami"][REGION], new.artifacts["ami"][REGION]}
-    provider, lb = rolling_replace.build_backends(
-        group.name,
-        "aws",
-        group.provider_options(),
-        "aws",
-        group.load_balancer_options(),
-        None,
-        {"region": REGION},
-    )
     samples: list[tuple[str, int]] = []
 
     def sample(event):
         samples.append((event["event"], world.in_service(group, good)))
 
     with Catalog(catalog_path) as catalog:
-        rollout = Rollout(
-            group.name,
+        rollout = group.rollout(
             catalog.get(new.ref),
-            provider,
-            lb,
-            Prober(HealthCheck.from_options(HEALTH), probe=rolling_replace.backend_probe(provider, lb)),
-            RolloutOptions(batch_size=2, max_surge=2, min_healthy_percentage=100),
-            resolve_version=catalog.get,
-            on_event=sample,
+            catalog,
+            HEALTH,
+            sample,
+            batch_size=2,
+            max_surge=2,
+            min_healthy_percentage=100,
         )
         result = rollout.run()
 

@@ -14,6 +14,7 @@ from ansible_collections.kiln.immutable.plugins.module_utils.rollout.health impo
     Prober,
     ProbeResult,
     probe_once,
+    with_backend_health,
 )
 from ansible_collections.kiln.immutable.plugins.module_utils.rollout.interfaces import Instance
 
@@ -173,21 +174,12 @@ def test_options_from_yaml_shapes():
 
 
 def _instance(address: str = ""):
-    from ansible_collections.kiln.immutable.plugins.module_utils.rollout.interfaces import Instance
-
     return Instance(
         id="i-1", name="i-1", group="g", slot=0, version="web/1", probe_address=address, backend_address=""
     )
 
 
 def test_backend_verdicts_come_first_and_decide_without_a_probe_address():
-    from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
-    from ansible_collections.kiln.immutable.plugins.module_utils.rollout.health import (
-        HealthCheck,
-        ProbeResult,
-        with_backend_health,
-    )
-
     direct = []
 
     def probe(check, instance):
