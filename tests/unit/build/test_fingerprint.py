@@ -13,13 +13,14 @@ from ansible_collections.kiln.immutable.plugins.module_utils.build import templa
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT / "tests" / "fixtures" / "templates"
 BASE_ID = "sha256:" + "b" * 64
+KEY = b"k" * 32
 
 
-def fingerprint(folder, variables=None, packer_version="1.6.6", base_id=BASE_ID, **kwargs):
+def fingerprint(folder, variables=None, packer_version="1.6.6", base_id=BASE_ID, key=KEY, **kwargs):
     template = tm.load(str(folder))
     values = tm.resolve_variables(template, variables or {}, provided_by_kiln=("version",))
     return fpm.compute(
-        template, values, packer_version=packer_version, image_id=lambda ref: base_id, **kwargs
+        template, values, packer_version=packer_version, image_id=lambda ref: base_id, key=key, **kwargs
     )
 
 
@@ -38,18 +39,17 @@ def test_same_inputs_same_fingerprint_anywhere(tmp_path, role_template):
     assert first.value == fingerprint(elsewhere).value  # no absolute path goes in
 
 
-def test_every_role_file_the_playbook_runs_is_an_input(role_template):
+def test_the_playbook_folder_is_an_input_whole(role_template):
     inputs = fingerprint(role_template).inputs
-    assert "playbook:playbook.yml" in inputs
-    assert "role:motd/tasks/main.yml" in inputs
-    assert "role:motd/templates/motd.j2" in inputs
-    assert "role:base_files/tasks/main.yml" in inputs  # a dependency from meta/main.yml
+    # playbook.yml, its roles and their dependencies sit in the template folder: one input, hashed whole
+    assert "folder:." in inputs
+    assert not [k for k in inputs if k.startswith(("file:", "role:motd", "role:base_files"))]
 
 
 def test_collection_roles_resolve_through_the_ansible_config():
     inputs = fingerprint(ROOT / "packer" / "web", sources=["docker.web"]).inputs
-    assert "role:kiln.immutable.golden_image/tasks/main.yml" in inputs
-    assert "role:kiln.immutable.golden_image/templates/nginx.conf.j2" in inputs
+    assert "role:kiln.immutable.golden_image" in inputs
+    assert "file:../../ansible.cfg" in inputs
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,7 @@ def test_a_changed_file_changes_the_fingerprint(role_template, path):
     after = fingerprint(role_template)
     assert after.value != before.value
     changed = [k for k in after.inputs if after.inputs[k] != before.inputs.get(k)]
-    assert len(changed) == 1 and changed[0].endswith(Path(path).name)
+    assert changed == (["template:ansible-role.pkr.hcl"] if path.endswith(".pkr.hcl") else ["folder:."])
 
 
 def test_a_new_role_file_changes_the_fingerprint(role_template):
@@ -89,10 +89,10 @@ def test_the_version_name_does_not_count():
     template = tm.load(str(FIXTURES / "tiny"))
     values = tm.resolve_variables(template, {}, provided_by_kiln=("version",))
     one = fpm.compute(
-        template, {**values, "version": "1"}, packer_version="1.6.6", image_id=lambda r: BASE_ID
+        template, {**values, "version": "1"}, packer_version="1.6.6", image_id=lambda r: BASE_ID, key=KEY
     )
     two = fpm.compute(
-        template, {**values, "version": "2"}, packer_version="1.6.6", image_id=lambda r: BASE_ID
+        template, {**values, "version": "2"}, packer_version="1.6.6", image_id=lambda r: BASE_ID, key=KEY
     )
     assert one.value == two.value
 
