@@ -22,6 +22,7 @@ A sensitive value, and a file holding one, is hashed with HMAC-SHA256 under a se
 from __future__ import annotations
 
 import configparser
+import glob
 import hashlib
 import hmac
 import json
@@ -60,12 +61,15 @@ _REMOTE_KEYS = {
     "tags",
     "labels",
     "only",
+    "output",
+    "output_directory",
     "except",
 }
+_ARG = r"(\"(?:[^\"\\]|\\.)*\"|[A-Za-z_][\w.-]*)"  # a quoted string or a bare reference
 _FILE_FUNCTIONS = re.compile(
-    r"\b(?:file|templatefile|fileset|filebase64|filemd5|filesha1|filesha256|filesha512|fileexists)"
-    r"\(\s*(\"(?:[^\"\\]|\\.)*\"|[A-Za-z_][\w.-]*)"
+    r"\b(?:file|templatefile|filebase64|filemd5|filesha1|filesha256|filesha512|fileexists)\(\s*" + _ARG
 )
+_FILESET = re.compile(r"\bfileset\(\s*" + _ARG + r"\s*,\s*" + _ARG)
 _KEY_FILE = ".fingerprint-key"
 
 
@@ -190,6 +194,15 @@ class _Inputs:
             return True
         return False
 
+    def fileset(self, folder: str, pattern: str) -> None:
+        """The files ``fileset(folder, pattern)`` returns: a file added or removed counts too."""
+        folder = os.path.normpath(folder)
+        found = sorted(
+            {hit for one in _braces(pattern) for hit in glob.glob(os.path.join(folder, one), recursive=True)}
+        )
+        entries = [(os.path.relpath(f, folder), sha256_file(f)) for f in found if os.path.isfile(f)]
+        self.hashes[f"fileset:{self.name(folder)}:{pattern}"] = sha256_bytes(canonical(entries).encode())
+
     def unresolved(self, where: str, value: str, prefix: str) -> None:
         """A path known only when Packer runs: name it, and hash the folder it points into."""
         folder = os.path.normpath(
@@ -215,6 +228,15 @@ class _Inputs:
             if not inside and os.path.realpath(file) not in self.covered:
                 self.hashes[f"file:{self.name(file)}"] = sha256_file(file)
         return self.hashes
+
+
+def _braces(pattern: str) -> list[str]:
+    """``a/{b,c}.sh`` as ``a/b.sh`` and ``a/c.sh``: fileset() patterns take braces, glob does not."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if not match:
+        return [pattern]
+    head, tail = pattern[: match.start()], pattern[match.end() :]
+    return [out for part in match.group(1).split(",") for out in _braces(head + part + tail)]
 
 
 def _folder_hash(folder: str, covered: set[str]) -> str:
@@ -331,13 +353,19 @@ def _referenced(value: Any, where: tm.Scope, collected: _Inputs, label: str, key
     if not isinstance(resolved, str):  # a variable or local holding a list or a map
         _referenced(resolved, where, collected, label, key)
         return
-    candidates = []
-    for match in _FILE_FUNCTIONS.finditer(resolved):
-        arg = match.group(1)
-        text = json.loads(arg) if arg.startswith('"') else "${" + arg + "}"
-        candidates.append(tm.interpolate(text, where))
-    if key not in _REMOTE_KEYS and not _FILE_FUNCTIONS.search(resolved):
-        candidates.append(resolved)
+
+    def argument(arg: str) -> Any:
+        return tm.interpolate(json.loads(arg) if arg.startswith('"') else "${" + arg + "}", where)
+
+    candidates = [argument(match.group(1)) for match in _FILE_FUNCTIONS.finditer(resolved)]
+    for match in _FILESET.finditer(resolved):
+        folder, pattern = argument(match.group(1)), argument(match.group(2))
+        if isinstance(folder, str) and isinstance(pattern, str) and not tm.unresolved(folder + pattern):
+            collected.fileset(os.path.join(where.cwd, folder), pattern)
+        else:
+            candidates.append(f"{folder}/{pattern}")
+    if key not in _REMOTE_KEYS and not _FILE_FUNCTIONS.search(resolved) and not _FILESET.search(resolved):
+        candidates.append(resolved)  # a file function's value is the file's content, not a path
     for candidate in candidates:
         if not isinstance(candidate, str) or not candidate:
             continue

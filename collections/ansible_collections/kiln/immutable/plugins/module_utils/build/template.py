@@ -27,6 +27,7 @@ from ..common.paths import state_dir
 _MISSING = object()
 _CACHE_FORMAT = "2"  # bump when the options passed to python-hcl2 or the cached shape change
 _EXPR = re.compile(r"\$\{\s*([a-zA-Z_][\w.-]*)\s*\}")
+_ABSPATH = re.compile(r"\$\{\s*abspath\(\s*(path\.(?:root|cwd))\s*\)\s*\}")  # kiln's paths are absolute
 _HEADER = re.compile(r"\s*([A-Za-z_][\w-]*)((?:\s+(?:\"[^\"\n]*\"|[A-Za-z_][\w-]*))*)\s*")
 _LABEL = re.compile(r"\"([^\"\n]*)\"|([A-Za-z_][\w-]*)")
 # Labels each block needs, by (parent block type, block type); a block missing them is refused.
@@ -105,7 +106,9 @@ def read_file(path: str) -> HclFile:
     try:
         with open(cache, encoding="utf-8") as handle:
             entry = json.load(handle)
-        return HclFile(path, text, entry["doc"], [BlockSpan(b[0], tuple(b[1]), *b[2:]) for b in entry["blocks"]])
+        return HclFile(
+            path, text, entry["doc"], [BlockSpan(b[0], tuple(b[1]), *b[2:]) for b in entry["blocks"]]
+        )
     except (OSError, ValueError, KeyError, TypeError):
         pass
     parsed = HclFile(path, text, parse_hcl(path, text), block_spans(path, text))
@@ -649,6 +652,7 @@ def interpolate(value: Any, where: Scope) -> Any:
                 return table[ref[len(prefix) :]]
         return _MISSING
 
+    value = _ABSPATH.sub(r"${\1}", value)
     whole = _EXPR.fullmatch(value)
     if whole:
         found = lookup(whole.group(1))
