@@ -557,7 +557,6 @@ def template_info(
 ) -> dict:
     """What ``packer_template_info`` returns: the template model, resolved values, optional validation."""
     template = template_mod.load(path)
-    out = template.to_dict()
     declared = template.variables
     resolved = template_mod.resolve_variables(
         template,
@@ -565,6 +564,7 @@ def template_info(
         var_files,
         provided_by_kiln=tuple(declared),  # report missing, do not refuse
     )
+    out = template.to_dict(template_mod.scope(template, resolved))
     missing = sorted(n for n, v in declared.items() if v.required and n not in resolved)
     out["resolved_variables"] = {
         n: ("********" if declared[n].sensitive else v) for n, v in sorted(resolved.items())

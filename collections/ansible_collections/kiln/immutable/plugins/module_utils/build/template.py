@@ -315,10 +315,10 @@ class Plugin:
     config: dict
     for_each: str | None = None  # set for a dynamic block: one plugin per element, known when Packer runs
 
-    def to_dict(self) -> dict:
+    def to_dict(self, where: Scope | None = None) -> dict:
         out = {"type": self.type, "config": self.config}
         if self.for_each is not None:
-            out["dynamic"] = {"for_each": self.for_each, "count": UNKNOWN}
+            out["dynamic"] = {"for_each": self.for_each, "count": count(self.for_each, where)}
         return out
 
 
@@ -331,17 +331,19 @@ class Build:
     sources_expression: str | None = None  # `sources = var.x`: the sources are known when Packer runs
     dynamic_sources: list[dict] = field(default_factory=list)  # {"source": "docker.web", "for_each": ...}
 
-    def to_dict(self) -> dict:
+    def to_dict(self, where: Scope | None = None) -> dict:
         out = {
             "name": self.name,
             "sources": self.sources if self.sources_expression is None else UNKNOWN,
-            "provisioners": [p.to_dict() for p in self.provisioners],
-            "post_processors": [[p.to_dict() for p in chain] for chain in self.post_processors],
+            "provisioners": [p.to_dict(where) for p in self.provisioners],
+            "post_processors": [[p.to_dict(where) for p in chain] for chain in self.post_processors],
         }
         if self.sources_expression is not None:
             out["sources_expression"] = self.sources_expression
         if self.dynamic_sources:
-            out["dynamic_sources"] = [{**d, "count": UNKNOWN} for d in self.dynamic_sources]
+            out["dynamic_sources"] = [
+                {**d, "count": count(d["for_each"], where)} for d in self.dynamic_sources
+            ]
         return out
 
 
@@ -372,7 +374,9 @@ class Template:
         """What Packer is pointed at: the folder, or the single file."""
         return self.files[0] if self.single_file else self.path
 
-    def to_dict(self) -> dict:
+    def to_dict(self, where: Scope | None = None) -> dict:
+        """The model as ``packer_template_info`` reports it; with ``where``, how many blocks a
+        ``dynamic`` block makes when its ``for_each`` is known before Packer runs."""
         return {
             "path": self.target,
             "single_file": self.single_file,
@@ -384,7 +388,7 @@ class Template:
             "required_variables": sorted(n for n, v in self.variables.items() if v.required),
             "locals": sorted(self.locals),
             "sources": self.sources,
-            "builds": [b.to_dict() for b in self.builds],
+            "builds": [b.to_dict(where) for b in self.builds],
             "required_plugins": self.required_plugins,
         }
 
@@ -478,8 +482,15 @@ def _add_file(template: Template, parsed: HclFile) -> None:
     for src_type, named in _blocks(doc.get("source", [])):
         for src_name, config in _blocks(named):
             template.sources[f"{src_type}.{src_name}"] = config or {}
-    for body in doc.get("build", []):
-        template.builds.append(_build(body or {}, len(template.builds)))
+    build_spans = [s for s in parsed.blocks if s.type == "build" and s.parent is None]
+    for index, body in enumerate(doc.get("build", [])):
+        span = build_spans[index] if index < len(build_spans) else None
+        order = [
+            s.type if s.type != "dynamic" else f"dynamic {s.labels[0]}"
+            for s in parsed.blocks
+            if span and s.parent == "build" and span.start < s.start < span.end
+        ]
+        template.builds.append(_build(body or {}, len(template.builds), order))
 
 
 def _sensitive(value: Any, file: str, line: int | None) -> bool:
@@ -508,7 +519,9 @@ def source_ref(label: str) -> str:
     return re.sub(r"^sources?\.", "", str(label))
 
 
-def _build(body: dict, index: int) -> Build:
+def _build(body: dict, index: int, order: list[str]) -> Build:
+    """One build block; ``order`` lists its nested blocks as they stand (python-hcl2 groups
+    ``provisioner`` and ``dynamic "provisioner"`` apart, Packer runs them in file order)."""
     build = Build(str(body.get("name", f"build{index}")), [], [], [])
     refs = body.get("sources", []) or []
     if isinstance(refs, str):  # sources = var.x: an expression, never a list of characters
@@ -529,6 +542,7 @@ def _build(body: dict, index: int) -> Build:
         build.post_processors.append(
             [Plugin("post-processor", t, c or {}) for t, c in _blocks(group.get("post-processor", []))]
         )
+    dynamic_provisioners = []
     for kind, spec in _blocks(body.get("dynamic", [])):
         spec = spec or {}
         labels = spec.get("labels") or []
@@ -542,10 +556,24 @@ def _build(body: dict, index: int) -> Build:
         elif kind in ("provisioner", "post-processor"):
             plugin = Plugin(kind, label, content or {}, for_each=for_each)
             if kind == "provisioner":
-                build.provisioners.append(plugin)
+                dynamic_provisioners.append(plugin)
             else:
                 build.post_processors.append([plugin])
+    plain = build.provisioners
+    kinds = [k for k in order if k in ("provisioner", "dynamic provisioner")]
+    if len(kinds) == len(plain) + len(dynamic_provisioners):
+        build.provisioners = [
+            (dynamic_provisioners if k.startswith("dynamic") else plain).pop(0) for k in kinds
+        ]
+    else:
+        build.provisioners = plain + dynamic_provisioners
     return build
+
+
+def count(for_each: str, where: Scope | None) -> int | str:
+    """How many blocks a ``dynamic`` block's ``for_each`` makes, when that is known before Packer runs."""
+    value = interpolate(for_each, where) if where else for_each
+    return len(value) if isinstance(value, (list, dict)) else UNKNOWN
 
 
 # ---------------------------------------------------------------------------------------------- variables
