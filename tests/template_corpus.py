@@ -75,7 +75,7 @@ CASES = [
         "proxmox-cloudinit",
         "proxmox-cloudinit",
         variables={"proxmox_token": "pve-token"},
-        packer_1_6="the proxmox-iso builder arrived with the Packer 1.7 plugin split: 1.6.6 lists it, never runs it",
+        packer_1_6="proxmox-iso came with the plugin split of Packer 1.7: 1.6.6 lists it, never runs it",
     ),
     Case("aws-ebs-shell", "aws-ebs-shell"),
     Case("docker-ansible-galaxy", "docker-ansible-galaxy"),

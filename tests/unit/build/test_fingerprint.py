@@ -122,3 +122,134 @@ def test_only_the_sources_built_count():
     docker_only = fingerprint(web, sources=["docker.web"])
     assert "base:docker.web" in docker_only.inputs
     assert docker_only.base == {"ref": "kiln/base:bookworm", "id": BASE_ID}
+
+
+# ------------------------------------------------------------------ inputs a build reads, however named
+
+PLAYBOOK = "---\n- name: P\n  hosts: all\n  vars_files:\n    - vars/extra.yml\n  tasks:\n"
+PLAYBOOK += "    - name: T\n      ansible.builtin.include_tasks: tasks/more.yml\n"
+READS = {
+    "templatefile": (
+        'source "amazon-ebs" "vm" {\n  user_data = templatefile("${path.root}/cloud-init.yml", {})\n}\n',
+        {"cloud-init.yml": "#cloud-config\n"},
+        "cloud-init.yml",
+    ),
+    "shell script": (
+        'provisioner "shell" {\n  script = "scripts/a.sh"\n}\n',
+        {"scripts/a.sh": "echo a\n"},
+        "scripts/a.sh",
+    ),
+    "shell scripts": (
+        'provisioner "shell" {\n  scripts = ["${path.root}/one.sh", "two.sh"]\n}\n',
+        {"one.sh": "echo 1\n", "two.sh": "echo 2\n"},
+        "two.sh",
+    ),
+    "file source": (
+        'provisioner "file" {\n  source = "${path.root}/files/app.conf"\n  destination = "/etc/a"\n}\n',
+        {"files/app.conf": "a=1\n"},
+        "files/app.conf",
+    ),
+    "group_vars": (
+        'provisioner "ansible" {\n  playbook_file = "ansible/site.yml"\n}\n',
+        {"ansible/site.yml": PLAYBOOK, "ansible/group_vars/all.yml": "a: 1\n"},
+        "ansible/group_vars/all.yml",
+    ),
+    "vars_files": (
+        'provisioner "ansible" {\n  playbook_file = "ansible/site.yml"\n}\n',
+        {"ansible/site.yml": PLAYBOOK, "ansible/vars/extra.yml": "b: 2\n"},
+        "ansible/vars/extra.yml",
+    ),
+    "include_tasks": (
+        'provisioner "ansible" {\n  playbook_file = "ansible/site.yml"\n}\n',
+        {"ansible/site.yml": PLAYBOOK, "ansible/tasks/more.yml": "[]\n"},
+        "ansible/tasks/more.yml",
+    ),
+    "ansible-local playbook_dir": (
+        'provisioner "ansible-local" {\n  playbook_file = "local/site.yml"\n  playbook_dir = "local"\n}\n',
+        {"local/site.yml": "[]\n", "local/roles/r/tasks/main.yml": "[]\n"},
+        "local/roles/r/tasks/main.yml",
+    ),
+    "ansible-local playbook_files": (
+        'provisioner "ansible-local" {\n  playbook_files = ["plays/one.yml", "plays/two.yml"]\n}\n',
+        {"plays/one.yml": "[]\n", "plays/two.yml": "[]\n"},
+        "plays/two.yml",
+    ),
+    "only as an expression": (
+        'provisioner "shell" {\n  only = var.targets\n  script = "s.sh"\n}\n',
+        {"s.sh": "echo s\n"},
+        "s.sh",
+    ),
+    "path.cwd": (
+        'provisioner "ansible" {\n  playbook_file = "${path.cwd}/ansible/site.yml"\n}\n',
+        {"ansible/site.yml": PLAYBOOK, "ansible/tasks/more.yml": "[]\n"},
+        "ansible/tasks/more.yml",
+    ),
+}
+
+
+def template_reading(folder, block, files):
+    body = block if block.startswith("source") else ""
+    build = "" if body else block
+    text = 'variable "targets" {\n  type = list(string)\n  default = ["docker.web"]\n}\n'
+    text += 'source "docker" "web" {\n  image = "kiln/base:bookworm"\n}\n' + body
+    text += 'build {\n  sources = ["source.docker.web"' + (', "source.amazon-ebs.vm"' if body else "")
+    text += "]\n" + build + "}\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "main.pkr.hcl").write_text(text)
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(content)
+    (folder / "NOTES.txt").write_text("not read by the build\n")
+
+
+@pytest.mark.parametrize("case", sorted(READS))
+def test_a_file_the_build_reads_is_an_input(tmp_path, monkeypatch, case):
+    block, files, edited = READS[case]
+    folder = tmp_path / "t"
+    template_reading(folder, block, files)
+    monkeypatch.chdir(tmp_path)  # not the template folder: kiln runs Packer from there, not from here
+    before = fingerprint(folder, key=None)
+    (folder / edited).write_text((folder / edited).read_text() + "# edited\n")
+    after = fingerprint(folder, key=None).value
+    assert after != before.value
+    (folder / "NOTES.txt").write_text("edited, still not read\n")
+    assert fingerprint(folder, key=None).value == after
+
+
+def test_an_only_known_when_packer_runs_is_named_in_a_warning(tmp_path):
+    block, files, dummy = READS["only as an expression"]
+    template_reading(tmp_path / "t", block.replace("var.targets", "local.unknowable"), files)
+    result = fingerprint(tmp_path / "t", key=None)
+    assert any("only = '${local.unknowable}' is not known before Packer runs" in w for w in result.warnings)
+    assert "file:s.sh" in result.inputs
+
+
+def test_a_path_known_only_when_packer_runs_hashes_its_folder_and_says_so(tmp_path):
+    template_reading(
+        tmp_path / "t",
+        'provisioner "shell" {\n  script = "${path.root}/scripts/${build.name}.sh"\n}\n',
+        {"scripts/x.sh": "echo x\n"},
+    )
+    result = fingerprint(tmp_path / "t", key=None)
+    assert "folder:scripts" in result.inputs
+    assert any("is not known before Packer runs" in w and "(scripts)" in w for w in result.warnings)
+
+
+def test_sensitive_values_are_keyed_per_catalog():
+    one = fingerprint(FIXTURES / "tiny", {"token": "hunter2"}, key=b"1" * 32)
+    two = fingerprint(FIXTURES / "tiny", {"token": "hunter2"}, key=b"2" * 32)
+    assert one.inputs["var:token"] != two.inputs["var:token"]
+    assert one.inputs["var:token"] != fpm.value_hash("token", "hunter2")  # no bare hash to try values on
+    assert one.inputs["var:message"] == two.inputs["var:message"]  # others compare across catalogs
+    # the file holding the sensitive default is keyed too
+    assert one.inputs["template:tiny.pkr.hcl"] != two.inputs["template:tiny.pkr.hcl"]
+
+
+def test_the_catalog_key_is_made_once_and_kept_private(tmp_path):
+    from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
+
+    with Catalog(str(tmp_path / "catalog.db")) as catalog:
+        key = fpm.catalog_key(catalog)
+        assert fpm.catalog_key(catalog) == key and len(key) == 32
+    path = tmp_path / "catalog.db.fingerprint-key"
+    assert path.stat().st_mode & 0o777 == 0o600

@@ -225,7 +225,7 @@ def block_spans(path: str, text: str) -> list[BlockSpan]:
     for span in spans:
         needed = _LABELS.get((span.parent, span.type))
         if needed and len(span.labels) < needed:
-            what = "a name" if needed == 1 or span.labels else "a type and a name"
+            what = "name" if needed == 1 or span.labels else "type and name"
             quoted = '"..."'
             raise TemplateError(
                 f"{path} line {span.line}: this {span.type} block has no {what} "
