@@ -19,8 +19,10 @@ KEY = b"k" * 32
 def fingerprint(folder, variables=None, packer_version="1.6.6", base_id=BASE_ID, key=KEY, **kwargs):
     template = tm.load(str(folder))
     values = tm.resolve_variables(template, variables or {}, provided_by_kiln=("version",))
+    if key is not None:
+        kwargs["key"] = key
     return fpm.compute(
-        template, values, packer_version=packer_version, image_id=lambda ref: base_id, key=key, **kwargs
+        template, values, packer_version=packer_version, image_id=lambda ref: base_id, **kwargs
     )
 
 

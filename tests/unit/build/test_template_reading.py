@@ -153,10 +153,12 @@ def test_a_single_file_is_a_template_of_its_own():
 
 def test_the_parse_cache_never_keeps_a_sensitive_default(tmp_path, monkeypatch):
     monkeypatch.setenv("KILN_STATE_DIR", str(tmp_path / "state"))
-    tm.load(str(CORPUS / "bom-sensitive"))
+    template = tm.load(str(CORPUS / "bom-sensitive"))
+    tm.resolve_variables(template, {}, [str(CORPUS / "bom-sensitive" / "secrets.pkrvars.hcl")])
     tm.load(str(CORPUS / "windows-server"))
     cached = " ".join(p.read_text() for p in (tmp_path / "state").rglob("*") if p.is_file())
     assert "tok-default-value" not in cached
+    assert "tok-from-file" not in cached
     assert "P@ssw0rd-for-the-build" not in cached
 
 

@@ -584,7 +584,7 @@ def read_var_file(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise TemplateError(f"variable file {path} does not exist", path=path)
     if not path.endswith(".json"):
-        return dict(read_hcl(path))
+        return dict(parse_hcl(path, read_text(path)))  # never cached: a var file is where secrets are set
     try:
         values = json.loads(read_text(path))
     except ValueError as exc:
