@@ -176,6 +176,16 @@ READS = {
         {"plays/one.yml": "[]\n", "plays/two.yml": "[]\n"},
         "plays/two.yml",
     ),
+    "error-cleanup-provisioner": (
+        'error-cleanup-provisioner "shell-local" {\n  script = "cleanup.sh"\n}\n',
+        {"cleanup.sh": "echo clean\n"},
+        "cleanup.sh",
+    ),
+    "a build's source block": (
+        'source "source.docker.web" {\n  name = "w"\n  volumes = { "data" = "/srv/data" }\n}\n',
+        {"data/seed.sql": "select 1;\n"},
+        "data/seed.sql",
+    ),
     "only as an expression": (
         'provisioner "shell" {\n  only = var.targets\n  script = "s.sh"\n}\n',
         {"s.sh": "echo s\n"},
@@ -190,7 +200,7 @@ READS = {
 
 
 def template_reading(folder, block, files):
-    body = block if block.startswith("source") else ""
+    body = block if block.startswith('source "amazon-ebs"') else ""
     build = "" if body else block
     text = 'variable "targets" {\n  type = list(string)\n  default = ["docker.web"]\n}\n'
     text += 'source "docker" "web" {\n  image = "kiln/base:bookworm"\n}\n' + body

@@ -71,6 +71,8 @@ _FILE_FUNCTIONS = re.compile(
 )
 _FILESET = re.compile(r"\bfileset\(\s*" + _ARG + r"\s*,\s*" + _ARG)
 _KEY_FILE = ".fingerprint-key"
+# The build machine's own files (an SSH key, a CA bundle, a device): not what a template brings.
+_SYSTEM = tuple(f"/{d}/" for d in ("proc", "sys", "dev", "etc", "usr", "bin", "sbin", "lib", "boot", "run"))
 
 
 class FingerprintError(KilnError):
@@ -186,6 +188,8 @@ class _Inputs:
         not an input.
         """
         path = os.path.normpath(path)
+        if path.startswith(_SYSTEM):
+            return False
         if os.path.isfile(path):
             self.files.add(path)
             return True
@@ -294,12 +298,11 @@ def compute(
     where = tm.scope(template, variables)
     base: dict = {}
     for ref in sorted(wanted):
-        config = template.sources.get(ref)
-        if config is None:
-            continue
-        _referenced(config, where, collected, f"source {ref}")
-        if ref.startswith("docker."):
-            base = _base_image(ref, config, where, image_id, inputs, collected.warnings) or base
+        _referenced(template.source_configs(ref), where, collected, f"source {ref}")
+        if ref.startswith("docker.") and ref in template.sources:
+            base = (
+                _base_image(ref, template.sources[ref], where, image_id, inputs, collected.warnings) or base
+            )
     for local_name, value in template.locals.items():
         _referenced(value, where, collected, f"local.{local_name}")
     for plugin in template.plugins():
@@ -337,11 +340,19 @@ def _base_image(ref, config, where, image_id, inputs, warnings) -> dict:
     return {"ref": image, "id": found}
 
 
-def _referenced(value: Any, where: tm.Scope, collected: _Inputs, label: str, key: str = "") -> None:
-    """Count every file or folder ``value`` names, once ``where`` is put in."""
+def _referenced(
+    value: Any, where: tm.Scope, collected: _Inputs, label: str, key: str = "", is_map: bool = False
+) -> None:
+    """Count every file or folder ``value`` names, once ``where`` is put in.
+
+    python-hcl2 gives a map attribute as a dict and a nested block as a list of dicts: a map's keys
+    may be host paths (docker ``volumes``), a block's keys are attribute names.
+    """
     if isinstance(value, dict):
         for sub_key, sub in value.items():
-            _referenced(sub, where, collected, label, str(sub_key))
+            if is_map:
+                _referenced(str(sub_key), where, collected, label, key)
+            _referenced(sub, where, collected, label, str(sub_key), is_map=isinstance(sub, dict))
         return
     if isinstance(value, list):
         for sub in value:

@@ -330,6 +330,8 @@ class Build:
     post_processors: list[list[Plugin]]  # each inner list is one chain
     sources_expression: str | None = None  # `sources = var.x`: the sources are known when Packer runs
     dynamic_sources: list[dict] = field(default_factory=list)  # {"source": "docker.web", "for_each": ...}
+    source_settings: dict[str, list[dict]] = field(default_factory=dict)  # set in the build's source blocks
+    error_cleanup: list[Plugin] = field(default_factory=list)  # error-cleanup-provisioner blocks
 
     def to_dict(self, where: Scope | None = None) -> dict:
         out = {
@@ -399,8 +401,14 @@ class Template:
         """Every provisioner and post-processor of every build."""
         return [
             *self.provisioners(),
+            *(p for b in self.builds for p in b.error_cleanup),
             *(p for b in self.builds for chain in b.post_processors for p in chain),
         ]
+
+    def source_configs(self, ref: str) -> list[dict]:
+        """A source's settings: its own block's, and those a build's ``source`` blocks add."""
+        own = [self.sources[ref]] if ref in self.sources else []
+        return own + [c for b in self.builds for c in b.source_settings.get(ref, [])]
 
 
 def load(path: str) -> Template:
@@ -533,8 +541,14 @@ def _build(body: dict, index: int, order: list[str]) -> Build:
         else:
             build.sources.append(source_ref(ref))
     for nested in body.get("source", []) or []:  # source "docker.web" { ... } inside a build
-        build.sources.extend(source_ref(label) for label, dummy in _blocks(nested))
+        for label, settings in _blocks(nested):
+            build.sources.append(source_ref(label))
+            build.source_settings.setdefault(source_ref(label), []).append(settings or {})
     build.provisioners = [Plugin("provisioner", t, c or {}) for t, c in _blocks(body.get("provisioner", []))]
+    build.error_cleanup = [
+        Plugin("error-cleanup-provisioner", t, c or {})
+        for t, c in _blocks(body.get("error-cleanup-provisioner", []))
+    ]
     build.post_processors = [
         [Plugin("post-processor", t, c or {})] for t, c in _blocks(body.get("post-processor", []))
     ]
@@ -553,6 +567,7 @@ def _build(body: dict, index: int, order: list[str]) -> Build:
         if kind == "source":
             build.dynamic_sources.append({"source": source_ref(label), "for_each": for_each})
             build.sources.append(source_ref(label))
+            build.source_settings.setdefault(source_ref(label), []).append(content or {})
         elif kind in ("provisioner", "post-processor"):
             plugin = Plugin(kind, label, content or {}, for_each=for_each)
             if kind == "provisioner":
