@@ -150,7 +150,7 @@ def test_malformed_hcl_variants(tmp_path, text, line):
     path = tmp_path / "bad.pkr.hcl"
     path.write_text(text)
     with pytest.raises(tm.TemplateError) as caught:
-        tm.read_hcl(str(path))
+        tm.read_file(str(path))
     assert str(path) in caught.value.msg
     if line is not None:
         assert f"line {line}" in caught.value.msg
@@ -179,9 +179,9 @@ def test_missing_folder_and_empty_folder(tmp_path):
 def test_the_parse_cache_returns_the_same_dict(tmp_path, monkeypatch):
     monkeypatch.setenv("KILN_STATE_DIR", str(tmp_path / "state"))
     path = str(FIXTURES / "pair" / "pair.pkr.hcl")
-    first = tm.read_hcl(path)
+    first = tm.read_file(path).doc
     assert list((tmp_path / "state" / "cache" / "hcl").glob("*.json"))
-    assert tm.read_hcl(path) == first == tm.parse_hcl(path, Path(path).read_text())
+    assert tm.read_file(path).doc == first == tm.parse_hcl(path, Path(path).read_text())
 
 
 def test_interpolation_of_what_kiln_needs():

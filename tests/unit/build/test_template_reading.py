@@ -40,8 +40,8 @@ def test_a_packer_block_in_the_main_file_is_left_out_for_packer_1_6(tmp_path):
     assert set(template.required_plugins) == {"docker"}
     with bm.staged(plan_for(template)) as staged:
         copy = Path(staged, "main.pkr.hcl").read_text()
-        assert "packer" not in tm.read_hcl(os.path.join(staged, "main.pkr.hcl"))
-        assert set(tm.read_hcl(os.path.join(staged, "main.pkr.hcl"))) == {"variable", "source", "build"}
+        assert "packer" not in tm.read_file(os.path.join(staged, "main.pkr.hcl")).doc
+        assert set(tm.read_file(os.path.join(staged, "main.pkr.hcl")).doc) == {"variable", "source", "build"}
         # line for line: Packer's error messages name the lines the user wrote
         assert copy.count("\n") == text.count("\n")
         assert copy.splitlines()[14] == text.splitlines()[14]

@@ -89,11 +89,6 @@ def read_text(path: str) -> str:
         raise TemplateError(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}", path=path) from exc
 
 
-def read_hcl(path: str) -> dict:
-    """One HCL file as python-hcl2's dict; TemplateError with the file and line when it is malformed."""
-    return read_file(path).doc
-
-
 def read_file(path: str) -> HclFile:
     """One HCL file parsed, with its blocks' places.
 
@@ -142,7 +137,7 @@ def holds_secret(doc: dict) -> bool:
     """Whether a parsed file declares a sensitive variable with a default, or a sensitive local."""
     for kind in ("variable", "local"):
         for body in (b for _label, b in _blocks(doc.get(kind, []))):
-            if isinstance(body, dict) and body.get("sensitive") not in (None, False, "false"):
+            if isinstance(body, dict) and str(body.get("sensitive", False)).lower() != "false":
                 if kind == "local" or "default" in body:
                     return True
     return False
