@@ -42,15 +42,19 @@ def test_same_inputs_same_fingerprint_anywhere(tmp_path, role_template):
 
 
 def test_the_playbook_folder_is_an_input_whole(role_template):
-    inputs = fingerprint(role_template).inputs
-    # playbook.yml, its roles and their dependencies sit in the template folder: one input, hashed whole
-    assert "folder:." in inputs
-    assert not [k for k in inputs if k.startswith(("file:", "role:motd", "role:base_files"))]
+    result = fingerprint(role_template)
+    # playbook.yml, its roles and their dependencies sit in the template folder, read whole
+    assert result.folders == ["."]
+    assert "file:playbook.yml" in result.inputs
+    assert "file:roles/motd/templates/motd.j2" in result.inputs
+    assert "file:roles/base_files/tasks/main.yml" in result.inputs  # a dependency from meta/main.yml
+    assert "file:ansible-role.pkr.hcl" not in result.inputs  # hashed once, as template:
 
 
 def test_collection_roles_resolve_through_the_ansible_config():
     inputs = fingerprint(ROOT / "packer" / "web", sources=["docker.web"]).inputs
-    assert "role:kiln.immutable.golden_image" in inputs
+    assert "role:kiln.immutable.golden_image/tasks/main.yml" in inputs
+    assert "role:kiln.immutable.golden_image/templates/nginx.conf.j2" in inputs
     assert "file:../../ansible.cfg" in inputs
 
 
@@ -70,7 +74,7 @@ def test_a_changed_file_changes_the_fingerprint(role_template, path):
     after = fingerprint(role_template)
     assert after.value != before.value
     changed = [k for k in after.inputs if after.inputs[k] != before.inputs.get(k)]
-    assert changed == (["template:ansible-role.pkr.hcl"] if path.endswith(".pkr.hcl") else ["folder:."])
+    assert changed == [("template:" if path.endswith(".pkr.hcl") else "file:") + path]
 
 
 def test_a_new_role_file_changes_the_fingerprint(role_template):
@@ -243,7 +247,7 @@ def test_a_path_known_only_when_packer_runs_hashes_its_folder_and_says_so(tmp_pa
         {"scripts/x.sh": "echo x\n"},
     )
     result = fingerprint(tmp_path / "t", key=None)
-    assert "folder:scripts" in result.inputs
+    assert result.folders == ["scripts"] and "file:scripts/x.sh" in result.inputs
     assert any("is not known before Packer runs" in w and "(scripts)" in w for w in result.warnings)
 
 

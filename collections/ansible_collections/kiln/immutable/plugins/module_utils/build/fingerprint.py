@@ -3,7 +3,7 @@
 """The fingerprint of a build: one hash over every input that can change the image.
 
 Inputs are named (``template:web.pkr.hcl``, ``var:base_image``, ``file:cloud-init/user-data``,
-``folder:ansible``, ``role:kiln.immutable.golden_image/tasks/main.yml``, ``base:docker.web``,
+``role:kiln.immutable.golden_image/tasks/main.yml``, ``base:docker.web``,
 ``packer``) and each one is hashed; the fingerprint hashes the sorted name/hash pairs, so it does not
 depend on dict order, absolute paths or the machine. The catalog keeps the named hashes, which is what
 ``image_info`` diffs.
@@ -155,6 +155,7 @@ class Fingerprint:
     inputs: dict[str, str]
     base: dict = field(default_factory=dict)  # {"ref": ..., "id": ...} of the first docker source
     warnings: list[str] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)  # read whole, relative to the template
 
 
 class _Inputs:
@@ -167,7 +168,7 @@ class _Inputs:
         self.hashes: dict[str, str] = {}
         self.warnings: list[str] = []
         self.files: set[str] = set()
-        self.folders: dict[str, str] = {}  # path -> input name
+        self.folders: dict[str, str] = {}  # path -> the prefix its files' input names take
         self.covered: set[str] = set()  # files hashed under a name of their own (template, var files)
 
     def name(self, path: str) -> str:
@@ -181,8 +182,9 @@ class _Inputs:
         )
         self.covered.add(os.path.realpath(path))
 
-    def path(self, path: str, name: str | None = None) -> bool:
-        """Count ``path`` if it names an existing file or folder (under ``name``); whether it did.
+    def path(self, path: str, prefix: str | None = None) -> bool:
+        """Count ``path`` if it names an existing file or folder; whether it did. A folder counts whole:
+        each of its files is an input (``file:<path>``, or ``prefix`` and the path inside it).
 
         A folder near the top of the file system (``/``, ``/tmp``) is a place on the build machine,
         not an input.
@@ -194,7 +196,7 @@ class _Inputs:
             self.files.add(path)
             return True
         if os.path.isdir(path) and (path.count(os.sep) >= 3 or path == self.root):
-            self.folders.setdefault(path, name or f"folder:{self.name(path)}")
+            self.folders.setdefault(path, prefix or "")
             return True
         return False
 
@@ -222,16 +224,22 @@ class _Inputs:
         )
         self.path(folder)
 
-    def finish(self) -> dict[str, str]:
+    def finish(self) -> list[str]:
+        """Hash what was gathered; the folders read whole, relative to the template."""
         folders = sorted(self.folders)
         kept = [f for f in folders if not any(f.startswith(o + os.sep) for o in folders if o != f)]
         for folder in kept:
-            self.hashes[self.folders[folder]] = _folder_hash(folder, self.covered)
+            for full in _folder_files(folder):
+                if os.path.realpath(full) in self.covered:
+                    continue  # hashed under its own name (template or var file; keyed when it holds a secret)
+                prefix = self.folders[folder]
+                name = f"{prefix}{os.path.relpath(full, folder)}" if prefix else f"file:{self.name(full)}"
+                self.hashes[name] = sha256_file(full)
         for file in sorted(self.files):
             inside = any(file.startswith(f + os.sep) for f in kept)
             if not inside and os.path.realpath(file) not in self.covered:
                 self.hashes[f"file:{self.name(file)}"] = sha256_file(file)
-        return self.hashes
+        return [self.name(f) for f in kept]
 
 
 def _braces(pattern: str) -> list[str]:
@@ -243,18 +251,16 @@ def _braces(pattern: str) -> list[str]:
     return [out for part in match.group(1).split(",") for out in _braces(head + part + tail)]
 
 
-def _folder_hash(folder: str, covered: set[str]) -> str:
-    entries = []
+def _folder_files(folder: str) -> list[str]:
+    found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".kiln-"))
-        for filename in sorted(filenames):
-            if filename.endswith(".pyc"):
-                continue
-            full = os.path.join(dirpath, filename)
-            if os.path.realpath(full) in covered or not os.path.isfile(full):
-                continue  # hashed under its own name (a template or var file, keyed when it holds a secret)
-            entries.append((os.path.relpath(full, folder), sha256_file(full)))
-    return sha256_bytes(canonical(entries).encode())
+        found += [
+            os.path.join(dirpath, f)
+            for f in sorted(filenames)
+            if not f.endswith(".pyc") and os.path.isfile(os.path.join(dirpath, f))
+        ]
+    return found
 
 
 def compute(
@@ -311,7 +317,8 @@ def compute(
         _referenced(plugin.config, where, collected, f"{plugin.kind} {plugin.type}")
         if plugin.type in ("ansible", "ansible-local"):
             _ansible_inputs(plugin, where, collected)
-    return Fingerprint(combine(collected.finish()), inputs, base, collected.warnings)
+    folders = collected.finish()
+    return Fingerprint(combine(inputs), inputs, base, collected.warnings, folders)
 
 
 def _sets_secret(path: str, sensitive: set[str]) -> bool:
@@ -514,7 +521,7 @@ class _RoleResolver:
             self.warnings.append(f"role {name} not found; its files are not in the fingerprint")
             self.collected.hashes[f"role:{name}"] = sha256_bytes(b"missing")
             return
-        self.collected.path(folder, f"role:{name}")
+        self.collected.path(folder, f"role:{name}/")
         meta = _yaml(os.path.join(folder, "meta", "main.yml")) or {}
         namespace = name.rsplit(".", 1)[0] if name.count(".") >= 2 else None
         for dep in meta.get("dependencies") or [] if isinstance(meta, dict) else []:

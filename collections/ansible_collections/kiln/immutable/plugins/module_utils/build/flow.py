@@ -121,7 +121,7 @@ def plan(request: BuildRequest, catalog: Catalog) -> Plan:
         template,
         variables,
         packer_version=info.version,
-        key=fingerprint_mod.catalog_key(catalog),
+        key=fingerprint_mod.catalog_key(catalog) if template.has_secrets else None,
         image_id=docker_api.image_id,
         var_files=request.var_files,
         sources=sources,
@@ -252,7 +252,7 @@ def build(
     result: packer.RunResult | None = None
     try:
         with staged(p) as target:
-            if p.packer.modern:  # the template's plugins, or those of the block staging generated
+            if p.packer.modern and p.template.required_plugins:
                 packer.run_packer(
                     ["init", target], info=p.packer, cwd=p.template.path, log_path=log_path, timeout_s=600
                 )

@@ -367,6 +367,11 @@ class Template:
         return os.path.basename(base).removesuffix(".pkr.hcl")
 
     @property
+    def has_secrets(self) -> bool:
+        """Whether a build of it hashes a sensitive value (and so needs the catalog's key)."""
+        return bool(self.secret_files or any(v.sensitive for v in self.variables.values()))
+
+    @property
     def target(self) -> str:
         """What Packer is pointed at: the folder, or the single file."""
         return self.files[0] if self.single_file else self.path
