@@ -153,6 +153,9 @@ def test_a_single_file_is_a_template_of_its_own():
 
 def test_the_parse_cache_never_keeps_a_sensitive_default(tmp_path, monkeypatch):
     monkeypatch.setenv("KILN_STATE_DIR", str(tmp_path / "state"))
+    legacy = tmp_path / "state" / "cache" / "hcl"  # where an older kiln cached every file, secrets and all
+    legacy.mkdir(parents=True)
+    (legacy / "0.json").write_text('{"variable": [{"api_token": {"default": "tok-default-value"}}]}')
     template = tm.load(str(CORPUS / "bom-sensitive"))
     tm.resolve_variables(template, {}, [str(CORPUS / "bom-sensitive" / "secrets.pkrvars.hcl")])
     tm.load(str(CORPUS / "windows-server"))

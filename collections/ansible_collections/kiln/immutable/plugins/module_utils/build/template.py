@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,6 +99,9 @@ def read_file(path: str) -> HclFile:
     """
     text = read_text(path)
     cache = _cache_path(text)
+    legacy = os.path.join(state_dir(), "cache", "hcl")
+    if os.path.isdir(legacy):  # an older kiln cached every file there, sensitive defaults and all
+        shutil.rmtree(legacy, ignore_errors=True)
     try:
         with open(cache, encoding="utf-8") as handle:
             entry = json.load(handle)
@@ -130,7 +134,7 @@ def _cache_path(text: str) -> str:
     except PackageNotFoundError:
         hcl2_version = "unknown"
     key = hashlib.sha256(f"{hcl2_version}\0{_CACHE_FORMAT}\0{text}".encode()).hexdigest()
-    return os.path.join(state_dir(), "cache", "hcl", f"{key}.json")
+    return os.path.join(state_dir(), "cache", f"hcl{_CACHE_FORMAT}", f"{key}.json")
 
 
 def holds_secret(doc: dict) -> bool:
