@@ -70,6 +70,10 @@ _FILE_FUNCTIONS = re.compile(
     r"\b(?:file|templatefile|filebase64|filemd5|filesha1|filesha256|filesha512|fileexists)\(\s*" + _ARG
 )
 _FILESET = re.compile(r"\bfileset\(\s*" + _ARG + r"\s*,\s*" + _ARG)
+# A value known only when Packer runs is taken for a path (named in a warning, its folder hashed) when it
+# looks like one or its attribute's name says it is one.
+_PATH_SHAPED = re.compile(r"/|\.[A-Za-z0-9]{1,5}$")
+_PATH_KEY = re.compile(r"(^|_)(file|files|dir|directory|path|paths|script|scripts|source|template)$")
 _KEY_FILE = ".fingerprint-key"
 # The build machine's own files (an SSH key, a CA bundle, a device): not what a template brings.
 _SYSTEM = tuple(f"/{d}/" for d in ("proc", "sys", "dev", "etc", "usr", "bin", "sbin", "lib", "boot", "run"))
@@ -388,9 +392,10 @@ def _referenced(
         if not isinstance(candidate, str) or not candidate:
             continue
         if tm.unresolved(candidate):
-            prefix = candidate[: candidate.index("${")]
-            if "/" in candidate or key in ("script", "scripts", "source", "sources", "playbook_file"):
-                collected.unresolved(f"{label}: {key}" if key else label, value, prefix)
+            if _PATH_SHAPED.search(candidate) or _PATH_KEY.search(key):
+                collected.unresolved(
+                    f"{label}: {key}" if key else label, value, candidate[: candidate.index("${")]
+                )
             continue
         collected.path(os.path.join(where.cwd, candidate))
 
