@@ -183,7 +183,7 @@ def block_spans(path: str, text: str) -> list[BlockSpan]:
     """
     newlines = [m.start() for m in re.finditer("\n", text)]
     spans: list[BlockSpan] = []
-    stack: list[tuple[str, tuple[str, ...], int, str | None, int] | None] = []
+    stack: list[tuple[str, tuple[str, ...], int, str | None]] = []  # kind "" for a brace of a value
     i, size, line_start = 0, len(text), 0
     while i < size:
         char = text[i]
@@ -207,15 +207,14 @@ def block_spans(path: str, text: str) -> list[BlockSpan]:
             header = _HEADER.fullmatch(text, line_start, i)
             if header:
                 labels = tuple(a if a is not None else b for a, b in _LABEL.findall(header.group(2)))
-                parent = next((entry[0] for entry in reversed(stack) if entry), None)
-                stack.append((header.group(1), labels, line_start, parent, i))
+                parent = next((entry[0] for entry in reversed(stack) if entry[0]), None)
+                stack.append((header.group(1), labels, line_start, parent))
             else:
-                stack.append(None)
+                stack.append(("", (), 0, None))
             line_start = i + 1
         elif char == "}":
-            entry = stack.pop() if stack else None
-            if entry:
-                kind, labels, start, parent, dummy = entry
+            kind, labels, start, parent = stack.pop() if stack else ("", (), 0, None)
+            if kind:
                 spans.append(
                     BlockSpan(kind, labels, bisect_right(newlines, start - 1) + 1, parent, start, i + 1)
                 )
