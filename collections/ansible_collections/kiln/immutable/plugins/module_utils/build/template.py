@@ -665,7 +665,6 @@ class Scope:
 
 def scope(template: Template, variables: dict[str, Any]) -> Scope:
     """The scope of a build as kiln runs Packer: from the template folder, locals put in where they can be."""
-    known = Scope(variables, template.path, template.path)
     resolved: dict[str, Any] = {}
     for _round in range(len(template.locals) + 1):  # locals may use locals: settle them in rounds
         known = Scope(variables, template.path, template.path, dict(resolved))
