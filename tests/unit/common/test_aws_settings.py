@@ -36,11 +36,11 @@ def test_each_setting_falls_back_to_its_environment_variables(monkeypatch, varia
     assert getattr(aws.AWSSettings.from_options(), option) == "value"
 
 
-def test_describe_never_shows_a_key():
+def test_the_settings_never_show_a_key():
     settings = aws.AWSSettings(
         region="eu-west-1", access_key="AKIASECRET", secret_key="s3cr3t", session_token="t"
     )
-    shown = repr(settings.describe())
+    shown = repr(settings)
     assert "AKIASECRET" not in shown and "s3cr3t" not in shown and "eu-west-1" in shown
 
 

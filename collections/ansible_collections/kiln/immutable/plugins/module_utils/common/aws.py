@@ -5,14 +5,14 @@
 Each setting comes from its option first, then from the environment variables amazon.aws and the
 AWS SDK use (``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_PROFILE``, ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL``), then from the SDK's own
-configuration files. Keys are never logged or written anywhere: ``describe()`` leaves them out.
+configuration files. Keys are never logged or written anywhere: the settings' repr leaves them out.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import KilnError
@@ -45,9 +45,9 @@ class AWSError(KilnError):
 class AWSSettings:
     region: str | None = None
     profile: str | None = None
-    access_key: str | None = None
-    secret_key: str | None = None
-    session_token: str | None = None
+    access_key: str | None = field(default=None, repr=False)  # never in a log or an error message
+    secret_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
     endpoint_url: str | None = None
 
     @classmethod
@@ -59,10 +59,6 @@ class AWSSettings:
             value = options.get(name) or next((os.environ[v] for v in variables if os.environ.get(v)), None)
             values[name] = value or None
         return cls(**values)
-
-    def describe(self) -> dict[str, Any]:
-        """What may be shown: region, profile and endpoint, never a key."""
-        return {"region": self.region, "profile": self.profile, "endpoint_url": self.endpoint_url}
 
 
 _SESSIONS: dict[AWSSettings, Any] = {}
