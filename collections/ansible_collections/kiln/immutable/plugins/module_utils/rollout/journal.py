@@ -15,7 +15,7 @@ from ..common.files import write_json_atomic
 from .options import RolloutError
 
 FINAL = ("succeeded", "partial", "rolled_back", "failed", "superseded")
-UNFINISHED = ("running", "paused")
+UNFINISHED = ("running", "paused", "interrupted")
 _CHANGES = {"launched", "enabled", "terminated", "server_removed", "server_added"}
 
 
