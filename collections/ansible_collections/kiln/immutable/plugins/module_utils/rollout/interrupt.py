@@ -16,6 +16,8 @@ import signal
 import threading
 from collections.abc import Iterator
 
+from ..common.processes import alive, parent, start_time
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -39,27 +41,6 @@ class StopRequest:
         return self._event.wait(timeout)
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks (field 22 of /proc/PID/stat); None when it has exited.
-
-    An exited process that its parent has not reaped yet (a zombie) counts as exited.
-    """
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return None if fields[0] in ("Z", "X") else fields[19]
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return int(handle.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _is_ansible(pid: int) -> bool:
     """An ``ansible-playbook`` (or ``ansible``) process or one of its forked workers."""
     try:
@@ -76,22 +57,22 @@ def ancestors(pid: int | None = None) -> list[tuple[int, str]]:
     Processes above Ansible (a login shell, a CI runner) may end without the roll-out having to.
     """
     chain: list[tuple[int, str]] = []
-    current = _parent(pid or os.getpid())
+    current = parent(pid or os.getpid())
     while current and current > 1:
-        started = _start_time(current)
+        started = start_time(current)
         if started is None:
             break
         chain.append((current, started))
         if _is_ansible(current):
             return chain
-        current = _parent(current)
+        current = parent(current)
     return chain[:1]
 
 
 def gone(watched: list[tuple[int, str]]) -> int | None:
     """The first watched process that has exited (a reused pid has another start time)."""
     for pid, started in watched:
-        if _start_time(pid) != started:
+        if not alive(pid, started):
             return pid
     return None
 

@@ -6,8 +6,9 @@ Every instance runs the image a catalog version names, with a read-only root fil
 tmpfs, no capabilities, and its slot's data volume at ``/srv/data``. The load balancer reaches it at
 its address on the group network, and so does kiln's health probe: no port is published (a published
 port costs a docker-proxy process and iptables rules per instance, which slows down starting many at
-once). With ``publish``, it is also published on 127.0.0.1 with a port Docker picks, and probed there. Labels carry everything kiln needs to find it again after a crash: group, slot,
-version and image. Nothing else is remembered, so the provider's view is the engine's truth.
+once). With ``publish``, it is also published on 127.0.0.1 with a port Docker picks, and probed
+there. Labels carry everything kiln needs to find it again after a crash: group, slot, version and
+image. Nothing else is remembered, so the provider's view is the engine's truth.
 """
 
 from __future__ import annotations
