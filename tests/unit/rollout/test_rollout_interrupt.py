@@ -95,7 +95,7 @@ def test_a_checkpoint_delay_ends_early_on_a_stop(tmp_path):
     started = time.monotonic()
     result = rollout.run()
     assert result["status"] == "interrupted"
-    assert time.monotonic() - started < 30  # not the 60 s delay
+    assert time.monotonic() - started < 60 / 2  # a fraction of the 60 s delay
     assert world.versions() == {0: ["web/2"], 1: ["web/2"], 2: ["web/1"], 3: ["web/1"]}
 
 
