@@ -8,6 +8,7 @@ named by the module's options, and runs (or, in check mode, plans) the roll-out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -77,7 +78,7 @@ class ProgressLog:
 
     def __call__(self, event: dict[str, Any]) -> None:
         fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "at", "event"))
-        with open(self.path, "a") as handle:
+        with contextlib.suppress(OSError), open(self.path, "a") as handle:  # a full disk: the journal says so
             handle.write(f"{event['at']} {event['event']} {fields}\n")
 
 

@@ -253,7 +253,12 @@ class Rollout:
                 "batches": [],
                 "events": [],
             }
-        self.journal = Journal(self.journal_path, doc, self.on_event)
+        self.journal = Journal(
+            self.journal_path,
+            doc,
+            self.on_event,
+            on_write_error=lambda exc: self.stop.set(f"journal {self.journal_path} cannot be written: {exc}"),
+        )
         self.journal.event("resume" if resuming else "start", target=self.target.ref, phase=phase)
         for hook_owner in (self.provider, self.lb):
             prepare = getattr(hook_owner, "prepare", None)
@@ -385,6 +390,12 @@ class Rollout:
         doc["finished_at"] = _now()
         doc["duration_s"] = round(doc["finished_at"] - doc["started_at"], 3)
         self.journal.event("finish", status=doc["status"])
+        if self.journal.write_error is not None:
+            raise RolloutError(
+                f"roll-out of group '{self.group}' stopped at a safe point: its journal {self.journal_path} "
+                f"cannot be written ({self.journal.write_error}); make room and run it again to resume",
+                journal=self.journal_path,
+            )
         result_path = os.path.join(self.folder, f"{doc['id']}.json")
         doc["result_path"] = result_path
         doc["journal_path"] = self.journal_path
