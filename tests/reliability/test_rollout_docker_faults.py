@@ -161,7 +161,9 @@ def test_an_interrupted_playbook_stops_its_rollout_at_a_safe_point_and_the_next_
                 proc.wait(10)
         [stop] = [e for e in journal["events"] if e["event"] == "interrupted"]
         first_id = journal["id"]
-        assert stop["in_service"] == 4 and "exited" in stop["reason"]
+        # The module heard the signal itself, or saw ansible-playbook exit (when in another session).
+        assert stop["in_service"] == 4
+        assert stop["reason"] == sig.name or "exited" in stop["reason"], stop
         left = snapshot(group)
         assert sorted(slot for _, slot, *_ in left["instances"]) == [0, 1, 2, 3], left  # nothing half-added
         assert set(left["servers"].values()) == {"ready"}, left
