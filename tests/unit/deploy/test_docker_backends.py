@@ -148,6 +148,7 @@ def test_load_balancer_commands_and_refusals(tmp_path, monkeypatch):
             "add server app/i1 10.0.0.2:8080 check inter 1000 rise 1 fall 2": "New server registered.\n",
             "enable health app/i1": "\n",
             "enable server app/i1": "\n",
+            "set server app/i1 health up": "\n",
             "show servers state app": "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state\n"
             "3 app 1 i1 10.0.0.2 2 0 1 1 0 6 3 4 6 0 0 0 - 8080 - 0 0 - - 0\n",
             "set server app/i1 state drain": "\n",
@@ -183,10 +184,11 @@ def test_load_balancer_commands_and_refusals(tmp_path, monkeypatch):
             LoadBalancerError, match=r"HAProxy refused 'enable server app/i2' for group web-test"
         ):
             lb._cmd("enable server app/i2")
-        assert fake.seen[:5] == [
+        assert fake.seen[:6] == [
             "add server app/i1 10.0.0.2:8080 check inter 1000 rise 1 fall 2",
             "enable health app/i1",
             "enable server app/i1",
+            "set server app/i1 health up",
             "show servers state app",
             "set server app/i1 state drain",
         ]

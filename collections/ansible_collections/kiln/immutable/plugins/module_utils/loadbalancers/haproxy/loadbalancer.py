@@ -386,8 +386,13 @@ class HAProxyLoadBalancer:
             self._cmd(f"enable health {self._server(instance)}")
 
     def enable(self, instance: Instance) -> None:
-        """Put the server in service and wait until HAProxy sends it traffic."""
+        """Put the server in service and wait until HAProxy sends it traffic.
+
+        kiln enables a server only once its own probe found it healthy, so its health is set up at once
+        rather than after HAProxy's next check, up to a check interval later; HAProxy's checks go on.
+        """
         self._cmd(f"enable server {self._server(instance)}")
+        self._cmd(f"set server {self._server(instance)} health up")
         deadline = time.monotonic() + self.enable_timeout
         while True:
             state = self._states().get(instance.name)
