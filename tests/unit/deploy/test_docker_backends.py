@@ -176,7 +176,7 @@ def test_load_balancer_commands_and_refusals(tmp_path, monkeypatch):
         lb.add(inst("i1"))
         assert not (tmp_path / "haproxy.cfg").exists()  # in maintenance: not for a restart to serve
         lb.enable(inst("i1"))
-        assert configured() == {"i1": "10.0.0.2:8080"}  # in service: a restarted HAProxy serves it
+        assert configured() == {"i1": "i1:8080"}  # in service, by name: a restarted HAProxy serves it
         lb.drain(inst("i1"))
         assert configured() == {}
         lb.remove(inst("gone"))  # already gone: not an error

@@ -295,7 +295,9 @@ class HAProxyLoadBalancer:
         with self._config_lock:
             servers = self._configured(folder)
             if in_service:
-                servers[instance.name] = instance.backend_address
+                # By name: Docker's DNS on the group network finds the instance again if its address
+                # changed (instances restarted with the Docker daemon).
+                servers[instance.name] = f"{instance.name}:{instance.backend_address.rsplit(':', 1)[-1]}"
             elif servers.pop(instance.name, None) is None:
                 return
             self._write_config(folder, servers)

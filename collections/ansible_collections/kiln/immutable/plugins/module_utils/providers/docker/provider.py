@@ -179,6 +179,8 @@ class DockerProvider:
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 stop_signal="SIGTERM",
+                # Back after a restart of the Docker daemon or of the machine; terminate() lifts it first.
+                restart_policy={"Name": "unless-stopped"},
                 **extra,
             )
             container.reload()
@@ -212,6 +214,7 @@ class DockerProvider:
         except docker.errors.NotFound:
             return
         try:
+            container.update(restart_policy={"Name": "no"})  # or Docker starts it again once it exits
             container.kill(signal="SIGTERM")
         except docker.errors.NotFound:
             return
