@@ -162,7 +162,8 @@ options:
   provider_options:
     description:
       - Options of the provider. Docker - C(port) (the app's port in the container), C(bind), C(data_path),
-        C(tmpfs_size), C(stop_timeout), C(memory).
+        C(tmpfs_size), C(stop_timeout), C(memory), C(publish) (also publish the app on C(bind); by default
+        the load balancer and the health probe reach it on the group network).
       - AWS - C(auto_scaling_group) and C(launch_template) (names, required), C(port) the app listens on,
         C(probe_address) (C(private), C(public), or C(none) to judge health by Auto Scaling and the target
         group alone), C(poll_interval), C(launch_timeout).

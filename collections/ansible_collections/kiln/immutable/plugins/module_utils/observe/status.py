@@ -25,6 +25,7 @@ DRIFT_SHORT = {
     "revoked": "revoked",
     "image": "image",
     "filesystem": "fs",
+    "lb": "lb",
     "unmanaged": "unmanaged",
 }
 
