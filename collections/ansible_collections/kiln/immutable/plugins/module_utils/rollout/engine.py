@@ -175,8 +175,8 @@ class Rollout:
             s for s, insts in by_slot.items() if len(insts) > 1 or not all(i.alive for i in insts)
         )
         standby = strategies.standby_of(journal, instances)
-        back = bool(standby) and (resuming or strategies.window_open(journal))
-        back = back and not resuming and all(i.version == self.target.ref for i in standby)
+        back = bool(standby) and not resuming and strategies.window_open(journal)
+        back = back and all(i.version == self.target.ref for i in standby)
         if back:  # within the rollback window: a switch back, nothing started
             steps = [
                 {

@@ -135,10 +135,13 @@ def bake(
     weight: int | None,
     new: list[Instance],
     old: list[Instance],
+    standby: bool = False,
 ) -> str:
     """Bake the ``new`` servers beside the ``old`` ones for ``bake_time`` seconds and judge them.
 
     Returns the verdict; a bake found in the journal for the same ``key`` goes on with its window.
+    With ``weight``, the new servers take that share of the traffic during the bake; afterwards every
+    server is back to the same weight, or (``standby``: a blue/green preview) the new ones to none.
     """
     doc = rollout.journal.doc
     opts = rollout.options
@@ -198,7 +201,8 @@ def bake(
     }
     doc.setdefault("analysis", []).append(record)
     if weight is not None:
-        set_weights(rollout, {i.name: BASE_WEIGHT for i in [*new, *old]}, [*new, *old])
+        after = {**{i.name: BASE_WEIGHT for i in old}, **{i.name: 0 if standby else BASE_WEIGHT for i in new}}
+        set_weights(rollout, after, [*new, *old])
     if result == INCONCLUSIVE:
         pending["verdict"] = INCONCLUSIVE
     else:

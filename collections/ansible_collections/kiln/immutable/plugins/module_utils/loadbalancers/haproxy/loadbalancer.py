@@ -385,7 +385,9 @@ class HAProxyLoadBalancer:
         return parse_sessions(self.api().command("show stat -1 4 -1"), BACKEND, instance.name)
 
     def stats(self) -> dict[str, ServerStats]:
-        """Server name -> its cumulative numbers (``show stat``), for analysis."""
+        """Server name -> its cumulative numbers (``show stat``), for analysis; empty without a balancer."""
+        if self._socket_path() is None:
+            return {}
         rows = parse_stat(self.api().command("show stat -1 4 -1"), BACKEND)
         return {name: server_stats(row) for name, row in rows.items()}
 
