@@ -447,45 +447,43 @@ def main() -> int:
 
     bench = Bench(args)
     figures: dict = {}
-    if args.analysis:
-        try:
-            bench.images()
+    try:
+        bench.images()
+        if args.analysis:
             figures["bad_version"] = {
                 s: bench.bad_version(s, args.instances) for s in ("rolling", "canary", "blue_green")
             }
             figures["rollback"] = bench.rollback_times(args.instances)
-        finally:
-            bench.cleanup()
-        report_analysis(figures)
-        if args.output:
-            Path(args.output).write_text(json.dumps(figures, indent=2))
-        return 0
-    try:
-        bench.images()
-        kiln = bench.kiln(args.instances, batch=2, surge=2)
-        say(f"kiln {args.instances}: start-to-healthy {kiln['start_to_healthy_s']:.2f}s; {kiln['load']}")
-        base = bench.baseline(args.instances)
-        say(f"baseline {args.instances}: {base['load']}")
-        figures = {"kiln": kiln, "baseline": base}
-        if not args.no_scale:
-            # Same batch size (10% of the scale group) on a group 2.5 times smaller: if time grows with
-            # the number of batches only, a batch takes as long in both.
-            batch = max(1, args.scale // 10)
-            ref = bench.kiln(args.scale * 2 // 5, batch=batch, surge=batch)
-            say(f"kiln {ref['instances']} (batches of {batch}): {ref['load']}")
-            scale = bench.kiln(args.scale, batch="10%", surge="10%")
-            scale["per_batch_vs_small"] = round(
-                (scale["seconds"] / scale["batches"]) / (ref["seconds"] / ref["batches"]), 2
-            )
-            say(f"kiln {args.scale}: {scale['load']}")
-            figures["scale_ref"], figures["scale"] = ref, scale
+        else:
+            figures = rolling_figures(bench, args)
     finally:
         bench.cleanup()
 
-    report(figures)
+    (report_analysis if args.analysis else report)(figures)
     if args.output:
         Path(args.output).write_text(json.dumps(figures, indent=2))
     return 0
+
+
+def rolling_figures(bench: Bench, args: argparse.Namespace) -> dict:
+    kiln = bench.kiln(args.instances, batch=2, surge=2)
+    say(f"kiln {args.instances}: start-to-healthy {kiln['start_to_healthy_s']:.2f}s; {kiln['load']}")
+    base = bench.baseline(args.instances)
+    say(f"baseline {args.instances}: {base['load']}")
+    figures = {"kiln": kiln, "baseline": base}
+    if not args.no_scale:
+        # Same batch size (10% of the scale group) on a group 2.5 times smaller: if time grows with
+        # the number of batches only, a batch takes as long in both.
+        batch = max(1, args.scale // 10)
+        ref = bench.kiln(args.scale * 2 // 5, batch=batch, surge=batch)
+        say(f"kiln {ref['instances']} (batches of {batch}): {ref['load']}")
+        scale = bench.kiln(args.scale, batch="10%", surge="10%")
+        scale["per_batch_vs_small"] = round(
+            (scale["seconds"] / scale["batches"]) / (ref["seconds"] / ref["batches"]), 2
+        )
+        say(f"kiln {args.scale}: {scale['load']}")
+        figures["scale_ref"], figures["scale"] = ref, scale
+    return figures
 
 
 if __name__ == "__main__":

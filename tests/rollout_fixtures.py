@@ -61,6 +61,14 @@ class RolloutWorld:
         self.groups.append(group)
         return group
 
+    def journal(self, group: str) -> dict:
+        """The group's roll-out journal as it is on disk now; empty when there is none (yet)."""
+        path = self.state / "rollouts" / group / "journal.json"
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
     def resolve(self, ref: str) -> Version:
         with Catalog(self.catalog_path) as catalog:
             return catalog.get(ref)

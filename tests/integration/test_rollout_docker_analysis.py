@@ -198,14 +198,6 @@ def test_blue_green_switches_under_load_and_invoke_rollback_switches_back_withou
     assert_converged(group, good, 2)
 
 
-def _journal(world, group: str) -> dict:
-    path = Path(world.env["KILN_STATE_DIR"]) / "rollouts" / group / "journal.json"
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
-
-
 def test_a_canary_killed_during_a_bake_resumes_the_step_and_keeps_its_window(rollout_world, tmp_path):
     world = rollout_world
     group = world.group()
@@ -239,17 +231,17 @@ def test_a_canary_killed_during_a_bake_resumes_the_step_and_keeps_its_window(rol
         )
         try:
             deadline = time.monotonic() + 120
-            while not ((_journal(world, group).get("bake") or {}).get("so_far") or {}).get(
+            while not ((world.journal(group).get("bake") or {}).get("so_far") or {}).get(
                 world.version("next").ref
             ):
                 assert time.monotonic() < deadline, "no bake within 120 s"
                 time.sleep(0.1)
             time.sleep(1.5)
-            os.kill(_journal(world, group)["pid"], signal.SIGKILL)
+            os.kill(world.journal(group)["pid"], signal.SIGKILL)
             os.killpg(proc.pid, signal.SIGKILL)
         finally:
             proc.wait(10)
-        killed = _journal(world, group)
+        killed = world.journal(group)
         assert killed["status"] == "running" and killed["bake"]["step"] == 0
         so_far = killed["bake"]["so_far"][world.version("next").ref]["requests"]
 
