@@ -52,13 +52,13 @@ def _brief(instance: Instance | None) -> dict[str, Any] | None:
 
 
 class Rollout:
-    _brief = staticmethod(_brief)
-
     """One roll-out of ``group`` to ``target`` (a catalog Version).
 
     ``resolve_version(ref)`` looks up the Version of a ref (``Catalog.get``); it is only called on
     the thread that calls :meth:`run`. ``on_event`` sees every journal event as it happens.
     """
+
+    _brief = staticmethod(_brief)  # for the strategies, which drive batches of their own
 
     def __init__(
         self,
