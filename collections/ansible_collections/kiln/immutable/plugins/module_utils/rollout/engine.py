@@ -12,6 +12,10 @@ the versions slots ran before, failures, checkpoints passed, and the timeline fo
 Capacity: a slot is replaced either with surge (the new instance starts next to the old one, which
 is drained only once the new one is healthy and enabled) or in place (the old one is drained
 first), in place only while the instances in service stay at or above the minimum healthy count.
+
+Strategies (strategies.py) shape the forward phase: which batches run (one planner for the run and
+for check mode), the bake and analysis after each, and blue/green's second set of instances, kept
+beside the in-service ones (``standby``) until its switch or the end of its rollback window.
 """
 
 from __future__ import annotations
