@@ -58,6 +58,9 @@ def test_rolling_errors_stop_at_the_first_analysed_batch_and_roll_back(world, tm
     assert analyses(result) == [("batch-0", "Failed")]
     assert "error rate of web/2" in result["analysis"][0]["reasons"][0]
     assert len(launches(world)) == 2  # one bad instance, then its slot back on web/1
+    # Once judged, the bad instance took no more requests: weight 0 before its slot was refilled.
+    weighted = [i for i, c in enumerate(world.calls) if c[0] == "set_weight" and c[2] == 0]
+    assert weighted and weighted[0] < [i for i, c in enumerate(world.calls) if c[0] == "launch"][1]
     assert world.min_ready >= SIZE  # a health check passed: capacity held all along
 
 

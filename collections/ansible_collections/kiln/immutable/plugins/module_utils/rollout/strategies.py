@@ -220,6 +220,10 @@ def judge(rollout: Rollout, result: str) -> bool:
         doc["status"] = "paused"
         rollout.journal.event("paused", reason="analysis inconclusive: waiting for more requests")
         return False
+    # The failing servers get no more requests while the old version comes back in their slots.
+    new, old = step_instances(rollout)
+    if new and old and callable(getattr(rollout.lb, "set_weight", None)):
+        set_weights(rollout, {i.name: 0 for i in new}, new)
     rollout.journal.event("stopped", reason="analysis failed")
     if rollout.options.auto_rollback:
         doc["phase"] = "rollback"
