@@ -82,9 +82,8 @@ def forward_batches(
     run and for check mode. ``done``: slots already on the target; ``passed``: canary steps passed."""
     analyse = analysis_wanted(options)
     if options.strategy == "blue_green":
-        return (
-            [{"slots": list(todo), "step": 0, "bake_time": options.bake_time, "weight": None}] if todo else []
-        )
+        preview = {"step": "preview", "bake_time": options.bake_time, "weight": options.preview_percent}
+        return [{"slots": list(todo), **preview}] if todo else []
     if options.strategy == "canary":
         out, rest = [], list(todo)
         for step in canary_steps(options, len(slots)):
