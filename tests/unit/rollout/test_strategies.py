@@ -115,12 +115,12 @@ def test_canary_steps_with_weights(world, tmp_path):
 
 
 def test_canary_killed_during_a_bake_resumes_the_step_and_keeps_the_verdict_so_far(world, tmp_path):
-    steps = [{"instances": 1, "bake_time": 0.05}, {"percent": 50, "bake_time": 1.5}, {"percent": 100}]
+    steps = [{"instances": 1, "bake_time": 0}, {"percent": 50, "bake_time": 1.5}, {"percent": 100}]
     options = {**ANALYSIS, "strategy": "canary", "steps": steps}
     first = fake_rollout(world, tmp_path, **options)
-    # Looks at the numbers: 1 before the start, 3 in step 0's bake (snapshot, now, at its end), then
-    # step 1's snapshot and first look; the roll-out dies at the next one, a second into step 1's bake.
-    world.crash_at_stats = 7
+    # Looks at the numbers: 1 before the start, 2 in step 0's bake (snapshot and verdict), then step 1's
+    # snapshot and first look; the roll-out dies at the next one, a second into step 1's bake.
+    world.crash_at_stats = 6
     with pytest.raises(Crash):
         first.run()
     journal = json.loads((tmp_path / world.group / "journal.json").read_text())
