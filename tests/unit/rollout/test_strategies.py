@@ -82,7 +82,7 @@ def test_too_little_traffic_is_inconclusive_and_pauses_then_the_next_run_waits_o
     journal = json.loads((tmp_path / world.group / "journal.json").read_text())
     assert journal["bake"]["step"] == "batch-0"
 
-    world.traffic = 100
+    world.traffic = 1000
     again = fake_rollout(world, tmp_path, batch_size=1, **ANALYSIS).run()
     assert again["status"] == "succeeded"
     # The verdicts of the paused run are kept; the same window went on.
