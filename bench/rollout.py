@@ -87,7 +87,7 @@ class Bench:
                     "new": catalog.get("web/2"),
                 }
                 if self.args.analysis:
-                    self.versions["errors"] = catalog.get("web/4")
+                    self.versions["errors"] = catalog.get(self.args.errors_ref)
             return
         started = time.monotonic()
         web = {"repository": f"{self.prefix}/web"}
@@ -438,7 +438,10 @@ def main() -> int:
     parser.add_argument("--no-scale", action="store_true", help="skip the scale run")
     parser.add_argument(
         "--catalog",
-        help="a catalog with lb/1, web/1, web/2 (and web/4, errors, for --analysis) already built",
+        help="a catalog with lb/1, web/1, web/2 (and, for --analysis, --errors-ref) already built",
+    )
+    parser.add_argument(
+        "--errors-ref", default="web/4", help="with --catalog: the version built with fault=errors"
     )
     parser.add_argument("--output", help="also write the figures as JSON here")
     parser.add_argument("--analysis", action="store_true", help="benchmark analysis and strategies instead")
