@@ -181,7 +181,12 @@ def group_inventory(tmp_path, group: str, size: int, **overrides) -> str:
     }
     doc = {
         "all": {
-            "hosts": {"localhost": {"ansible_connection": "local"}},
+            "hosts": {
+                "localhost": {
+                    "ansible_connection": "local",
+                    "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                }
+            },
             "children": {
                 "kiln_groups": {
                     "hosts": {group: host},
