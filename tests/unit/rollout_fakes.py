@@ -78,6 +78,8 @@ class World:
         self.counters: dict[str, list[float]] = {}  # server -> [requests, errors]
         self.stats_calls = 0
         self.crash_at_stats: int | None = None  # the roll-out dies at this look at the numbers (a bake)
+        self.requests: dict[str, float] = {}  # server -> when the request in flight on it ends
+        self.cut: list[str] = []  # servers removed while a request was still in flight
 
     # --- bookkeeping
 
@@ -204,10 +206,19 @@ class FakeLoadBalancer:
     def drain(self, instance: Instance) -> None:
         self._set("drain", instance, SERVER_DRAIN)
 
+    def _in_flight(self, instance: Instance) -> bool:
+        with self.world.lock:
+            return self.world.requests.get(instance.name, 0) > time.monotonic()
+
     def wait_drained(self, instance: Instance, timeout: float) -> None:
-        pass
+        """Until the request in flight on the server ends, at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while self._in_flight(instance) and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def remove(self, instance: Instance) -> None:
+        if self._in_flight(instance):
+            self.world.cut.append(instance.name)
         self._set("remove", instance, None)
         with self.world.lock:
             self.world.weights.pop(instance.name, None)

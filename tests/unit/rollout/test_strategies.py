@@ -264,3 +264,22 @@ def test_check_mode_prints_the_steps_of_each_strategy(world, tmp_path):
     back = fake_rollout(world, tmp_path, target=V1, **BLUE_GREEN).plan()
     assert back["switch_back"] is True and back["batches"][0]["step"] == "switch_back"
     assert all(state == SERVER_READY for state in world.servers.values())
+
+
+def test_a_stop_during_a_bake_ends_the_run_and_the_next_goes_on_with_the_window(world, tmp_path):
+    import threading
+
+    from ansible_collections.kiln.immutable.plugins.module_utils.rollout.interrupt import StopRequest
+
+    options = {**ANALYSIS, "bake_time": 1.5}
+    rollout = fake_rollout(world, tmp_path, batch_size=2, **options)
+    rollout.stop = StopRequest()
+    threading.Timer(0.5, rollout.stop.set, args=("SIGTERM",)).start()
+    result = rollout.run()
+    assert result["status"] == "interrupted"
+    assert result["bake"]["step"] == "batch-0" and not result.get("analysis")
+    again = fake_rollout(world, tmp_path, batch_size=2, **options).run()
+    assert again["status"] == "succeeded"
+    assert [(a["step"], a["verdict"]) for a in again["analysis"]] == [("batch-0", "Successful")]
+    assert again["analysis"][0]["started_at"] == result["bake"]["started_at"]
+    world.assert_converged(SIZE, V2.ref)

@@ -8,6 +8,7 @@ named by the module's options, and runs (or, in check mode, plans) the roll-out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -16,6 +17,7 @@ from ..observe import report
 from ..rollout.engine import Rollout
 from ..rollout.health import HealthCheck, Prober, probe_once
 from ..rollout.interfaces import NullLoadBalancer
+from ..rollout.interrupt import StopRequest, stop_when_asked
 from ..rollout.options import RolloutError, RolloutOptions, check_deployable
 
 PROVIDERS = ("docker",)
@@ -76,7 +78,7 @@ class ProgressLog:
 
     def __call__(self, event: dict[str, Any]) -> None:
         fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "at", "event"))
-        with open(self.path, "a") as handle:
+        with contextlib.suppress(OSError), open(self.path, "a") as handle:  # a full disk: the journal says so
             handle.write(f"{event['at']} {event['event']} {fields}\n")
 
 
@@ -119,7 +121,8 @@ def execute(
                 "diff": {"before": before, "after": after},
             }
         rollout.on_event = ProgressLog(os.path.join(rollout.folder, "progress.log"))
-        result = rollout.run()
+        with stop_when_asked(StopRequest()) as rollout.stop:
+            result = rollout.run()
     result["report_path"] = report.write_html(result)  # the page beside the result JSON
     touched = {s for b in result["batches"] for s in map(str, b["slots"])}
     result["diff"] = {
@@ -131,6 +134,13 @@ def execute(
 
 def failure_message(result: dict[str, Any]) -> str | None:
     """The module's failure message for a roll-out that did not reach its target, else None."""
+    if result["status"] == "interrupted":
+        stop = next((e for e in reversed(result["events"]) if e["event"] == "interrupted"), {})
+        return (
+            f"roll-out of group {result['group']} to {result['target']} was interrupted "
+            f"({stop.get('reason') or 'stop requested'}) at a safe point with {stop.get('in_service')} "
+            "instance(s) in service; run it again to resume"
+        )
     if result["status"] not in FAILED:
         return None
     failed = ", ".join(map(str, result["failed_slots"])) or "none"

@@ -24,7 +24,6 @@ import contextlib
 import datetime
 import os
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +34,7 @@ from ..common.paths import state_dir
 from . import strategies
 from .health import HealthOutcome, Prober
 from .interfaces import SERVER_DRAIN, SERVER_READY, Instance, LoadBalancer, NullLoadBalancer, Provider
+from .interrupt import StopRequest
 from .journal import UNFINISHED, Journal, _now, read_journal
 from .lock import GroupLock
 from .options import (
@@ -59,7 +59,9 @@ class Rollout:
     """One roll-out of ``group`` to ``target`` (a catalog Version).
 
     ``resolve_version(ref)`` looks up the Version of a ref (``Catalog.get``); it is only called on
-    the thread that calls :meth:`run`. ``on_event`` sees every journal event as it happens.
+    the thread that calls :meth:`run`. ``on_event`` sees every journal event as it happens. When
+    ``stop`` (an interrupt.StopRequest) is set, the run ends at the next safe point, between waves of
+    slot replacements, with status ``interrupted``; the next run resumes.
     """
 
     _brief = staticmethod(_brief)  # for the strategies, which drive batches of their own
@@ -75,6 +77,7 @@ class Rollout:
         resolve_version: Callable[[str], Any] | None = None,
         root: str | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        stop: StopRequest | None = None,
     ):
         validate_group(group)
         check_deployable(target)
@@ -89,6 +92,7 @@ class Rollout:
         self.journal_path = os.path.join(self.folder, "journal.json")
         self.lock = GroupLock(os.path.join(self.folder, "lock"), group)
         self.on_event = on_event
+        self.stop = stop or StopRequest()
         self.journal: Journal | None = None
         self.limits: Limits | None = None
         self.current: dict[int, Instance | None] = {}
@@ -286,7 +290,12 @@ class Rollout:
                 "batches": [],
                 "events": [],
             }
-        self.journal = Journal(self.journal_path, doc, self.on_event)
+        self.journal = Journal(
+            self.journal_path,
+            doc,
+            self.on_event,
+            on_write_error=lambda exc: self.stop.set(f"journal {self.journal_path} cannot be written: {exc}"),
+        )
         self.journal.event("resume" if resuming else "start", target=self.target.ref, phase=phase)
         for hook_owner in (self.provider, self.lb):
             prepare = getattr(hook_owner, "prepare", None)
@@ -375,6 +384,8 @@ class Rollout:
         todo = [s for s in slots if s not in failed and self._version_of(s) != self.target.ref]
         done = sum(1 for s in slots if self._version_of(s) == self.target.ref)
         for item in strategies.forward_batches(self.options, todo, slots, done, passed):
+            if self._interrupted():
+                return
             if item["slots"]:
                 self._run_batch(item["slots"], {s: self.target for s in item["slots"]}, "forward")
             if len(doc["failed_slots"]) > limits.max_failures:
@@ -421,7 +432,7 @@ class Rollout:
             "checkpoint", percentage=max(reached), replaced=done, delay=self.options.checkpoint_delay
         )
         if self.options.checkpoint_delay:
-            time.sleep(self.options.checkpoint_delay)
+            self.stop.wait(self.options.checkpoint_delay)
             return False
         doc["status"] = "paused"
         self.journal.save()
@@ -436,9 +447,11 @@ class Rollout:
             ref = before[str(s)]
             desired[s] = None if ref is None else self._version(ref)
         for batch in plan_batches(todo, self.options.batch_size, len(slots)):
+            if self._interrupted():
+                return
             self._run_batch(batch, {s: desired[s] for s in batch}, "rollback")
         left = [s for s in todo if self._version_of(s) != before[str(s)]]
-        if left:
+        if left and not self._interrupted():
             doc["status"] = "failed"
             self.journal.event("rollback_incomplete", slots=left)
 
@@ -449,12 +462,18 @@ class Rollout:
                 doc["status"] = "rolled_back"
             else:
                 doc["status"] = "partial" if doc["failed_slots"] else "succeeded"
-        if doc["status"] != "paused":
+        if doc["status"] not in UNFINISHED:
             doc["phase"] = "done" if doc["status"] != "rolled_back" else "rollback"
         doc["after"] = {str(s): self._version_of(s) for s in sorted(self.current)}
         doc["finished_at"] = _now()
         doc["duration_s"] = round(doc["finished_at"] - doc["started_at"], 3)
         self.journal.event("finish", status=doc["status"])
+        if self.journal.write_error is not None:
+            raise RolloutError(
+                f"roll-out of group '{self.group}' stopped at a safe point: its journal {self.journal_path} "
+                f"cannot be written ({self.journal.write_error}); make room and run it again to resume",
+                journal=self.journal_path,
+            )
         result_path = os.path.join(self.folder, f"{doc['id']}.json")
         doc["result_path"] = result_path
         doc["journal_path"] = self.journal_path
@@ -463,6 +482,16 @@ class Rollout:
         return {**doc, "changed": self.journal.changed}
 
     # ------------------------------------------------------------------ batches and slots
+
+    def _interrupted(self) -> bool:
+        """True once a stop was requested; the first time, the journal records where the run stopped."""
+        if not self.stop.is_set():
+            return False
+        doc = self.journal.doc
+        if doc["status"] == "running":
+            doc["status"] = "interrupted"
+            self.journal.event("interrupted", reason=self.stop.reason, in_service=self._in_service())
+        return True
 
     def _version_of(self, slot: int) -> str | None:
         inst = self.current.get(slot)
@@ -492,11 +521,11 @@ class Rollout:
         self.journal.event("batch_start", batch=record["index"], phase=phase, slots=batch)
         return record
 
-    def _close_batch(self, record: dict[str, Any]) -> None:
+    def _close_batch(self, record: dict[str, Any], interrupted: bool = False) -> None:
         record["finished_at"] = _now()
         record["duration_s"] = round(record["finished_at"] - record["started_at"], 3)
         outcomes = [r["outcome"] for r in record["instances"]]
-        record["outcome"] = "failed" if "failed" in outcomes else "ok"
+        record["outcome"] = "failed" if "failed" in outcomes else "interrupted" if interrupted else "ok"
         self.journal.event(
             "batch_end",
             batch=record["index"],
@@ -510,7 +539,7 @@ class Rollout:
         record = self._open_batch(batch, phase)
         surge_cap = self.limits.max_surge if self.limits.max_surge is not None else len(batch)
         pending = list(batch)
-        while pending:
+        while pending and not self._interrupted():
             budget = self._in_service() - self.limits.min_in_service
             wave: list[tuple[int, str]] = []
             surged = down = 0
@@ -549,7 +578,7 @@ class Rollout:
                         doc["failed_slots"].append(res["slot"])
             done = {item[0] for item in wave}
             pending = [s for s in pending if s not in done]
-        self._close_batch(record)
+        self._close_batch(record, interrupted=bool(pending))
 
     def _replace_slot(self, slot: int, version: Any, mode: str, phase: str) -> dict[str, Any]:
         """Replace one slot's instance; never raises: a failure is the slot's outcome."""

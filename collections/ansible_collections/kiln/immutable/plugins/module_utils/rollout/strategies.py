@@ -135,10 +135,11 @@ def bake(
     new: list[Instance],
     old: list[Instance],
     standby: bool = False,
-) -> str:
+) -> str | None:
     """Bake the ``new`` servers beside the ``old`` ones for ``bake_time`` seconds and judge them.
 
-    Returns the verdict; a bake found in the journal for the same ``key`` goes on with its window.
+    Returns the verdict (None when the run was asked to stop); a bake found in the journal for the same
+    ``key`` goes on with its window.
     With ``weight``, the new servers take that share of the traffic during the bake; afterwards every
     server is back to the same weight, or (``standby``: a blue/green preview) the new ones to none.
     """
@@ -169,6 +170,8 @@ def bake(
         set_weights(rollout, _share_weights(weight, new, old), [*new, *old])
     before = snapshot_from_dict(pending["before"])
     while True:
+        if rollout._interrupted():
+            return None  # stopped: the bake stays in the journal and the next run goes on with it
         now_stats = stats(rollout.lb) or {}
         wins = windows(before, now_stats, version_of)
         pending["so_far"] = {v: w.to_dict() for v, w in wins.items()}
@@ -210,11 +213,14 @@ def bake(
     return result
 
 
-def judge(rollout: Rollout, result: str) -> bool:
-    """Act on a verdict: True to go on; Failed stops (and rolls back), Inconclusive pauses."""
+def judge(rollout: Rollout, result: str | None) -> bool:
+    """Act on a verdict: True to go on; Failed stops (and rolls back), Inconclusive pauses, None (the run
+    was asked to stop during the bake) ends the run."""
     doc = rollout.journal.doc
     if result == SUCCESSFUL:
         return True
+    if result is None:
+        return False
     if result == INCONCLUSIVE:
         doc["status"] = "paused"
         rollout.journal.event("paused", reason="analysis inconclusive: waiting for more requests")
