@@ -176,7 +176,7 @@ class Bench:
         """Roll the errors version out with analysis under load; seconds until the group is back."""
         group = self.group(f"bad-{strategy.replace('_', '')}")
         self.rollout(group, "old", size=size, batch_size=size)
-        analysis = {"max_error_rate": "1%", "min_requests": 30, "bake_time": self.args.bake}
+        analysis = {"max_error_rate": "1%", "min_requests": 20, "bake_time": self.args.bake}
         shapes = {
             "rolling": {"batch_size": 1, "max_surge": 1},
             "canary": {"steps": [{"instances": 1, "weight": 10}, {"percent": 50}, {"percent": 100}]},
