@@ -20,7 +20,6 @@ from typing import Any
 SUCCESSFUL = "Successful"
 FAILED = "Failed"
 INCONCLUSIVE = "Inconclusive"
-VERDICTS = (SUCCESSFUL, FAILED, INCONCLUSIVE)
 
 
 @dataclass
