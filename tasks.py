@@ -25,9 +25,7 @@ def _env(c) -> dict:
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "KILN_STATE_DIR": str(state),
-        "KILN_CATALOG": str(
-            Path(c.kiln.catalog or os.environ.get("KILN_CATALOG") or state / "catalog.db").resolve()
-        ),
+        "KILN_CATALOG": _utils("common.paths").catalog_location(c.kiln.catalog, str(state)),
         "KILN_ROOT": str(ROOT),
     }
 

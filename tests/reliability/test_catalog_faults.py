@@ -90,10 +90,9 @@ import sys, time
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
 catalog = Catalog(sys.argv[1])
 with catalog.store.write() as tx:
-    tx.run("UPDATE channels SET version='web/3' WHERE channel='prod'")
-    tx.run("INSERT INTO channel_history (image, channel, version, previous, action, principal, reason, at)"
-           " VALUES ('web', 'prod', 'web/3', 'web/2', 'promote', 'x', '', 0)")
-    tx.run("DELETE FROM versions WHERE seq=1")
+    tx.set_channel("web", "prod", "web/3", 0)
+    tx.add_history("web", "prod", "web/3", "web/2", "promote", "x", "", 0, None)
+    tx.delete_version("web", 1)
     print("written", flush=True)
     time.sleep(60)
 """

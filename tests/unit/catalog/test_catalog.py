@@ -231,14 +231,14 @@ def test_revocation_flags_descendants_and_can_be_undone(catalog):
 
 
 def test_scheduled_revocation_takes_effect_at_its_time(catalog, monkeypatch):
-    from ansible_collections.kiln.immutable.plugins.module_utils.catalog import catalog as catalog_module
+    from ansible_collections.kiln.immutable.plugins.module_utils.catalog import model
 
     add(catalog)
     add(catalog)
     catalog.promote("prod", "web/1")
     catalog.promote("prod", "web/2")
     clock = [1_900_000_000.0]
-    monkeypatch.setattr(catalog_module, "_now", lambda: clock[0])
+    monkeypatch.setattr(model, "now", lambda: clock[0])
     outcome = catalog.revoke("web/2", "end of support", at=clock[0] + 3600)
     assert outcome["scheduled"] and outcome["moves"] == []
     assert catalog.get("web/2").status == "active"
