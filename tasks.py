@@ -292,8 +292,9 @@ def catalog_import(c, input="catalog.json"):
         doc = json.loads(Path(input).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise Exit(f"kiln: cannot read the export {input}: {exc}") from exc
-    report = _catalog_call(c, lambda catalog: catalog.import_(doc))
-    print(f"imported {report['events']} events into {_env(c)['KILN_CATALOG']} (head {report['head']})")
+    # The catalog names itself: a PostgreSQL URL is shown without its password.
+    report, where = _catalog_call(c, lambda catalog: (catalog.import_(doc), catalog.path))
+    print(f"imported {report['events']} events into {where} (head {report['head']})")
 
 
 # --- the test stage and the pipeline ------------------------------------------------------------------
