@@ -284,6 +284,10 @@ class Catalog:
             retention.remove_artifacts(doomed, result, remove_artifact)
         return result
 
+    def shared_rollouts(self) -> Any:
+        """Roll-out leases and journals every runner of this catalog shares (PostgreSQL), else None."""
+        return self.store.shared_rollouts()
+
     # ------------------------------------------------------------------ audit, export, import
 
     def events(self, limit: int = 50, before: int | None = None, subject: str | None = None) -> list[dict]:

@@ -379,5 +379,11 @@ class Store:
     def describe(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def shared_rollouts(self) -> Any:
+        """Roll-out leases and journals every runner of this catalog shares (see rollout.lock.Leases
+        and rollout.journal.SharedJournal), or None when the store lives on one machine, where the
+        machine-wide lock and the state folder's journal are enough."""
+        return None
+
     def close(self) -> None:
         raise NotImplementedError

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlencode
@@ -37,6 +39,8 @@ except ImportError:  # reported when a PostgreSQL catalog is opened, not on impo
 # schemas of one database do not wait for each other.
 _LOCK_CLASS = 0x6B696C6E
 _WRITE_LOCK = f"SELECT pg_advisory_xact_lock({_LOCK_CLASS}, hashtext(current_schema()))"
+
+_CLOCK = "extract(epoch from clock_timestamp())::double precision"
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -148,12 +152,84 @@ class PostgresTx(CatalogTx):
         value = self.meta("schema")
         return int(value) if value else None
 
+    # Roll-out leases. Every time is the server's clock, so runners with skewed clocks agree on expiry.
+
+    def take_lease(self, group: str, owner: str, token: str, ttl_s: float) -> dict[str, Any]:
+        """Take the group's lease unless a live one is held; returns the holder (ours when taken)."""
+        self._run(
+            "INSERT INTO rollout_leases (grp, owner, token, acquired_at, heartbeat_at, expires_at) "
+            f"VALUES (?, ?, ?, {_CLOCK}, {_CLOCK}, {_CLOCK} + ?) "
+            "ON CONFLICT (grp) DO UPDATE SET owner=excluded.owner, token=excluded.token, "
+            "acquired_at=excluded.acquired_at, heartbeat_at=excluded.heartbeat_at, "
+            "expires_at=excluded.expires_at WHERE rollout_leases.expires_at < excluded.acquired_at",
+            (group, owner, token, ttl_s),
+        )
+        row = self._one(
+            f"SELECT owner, token, {_CLOCK} - heartbeat_at, expires_at - {_CLOCK} "
+            "FROM rollout_leases WHERE grp=?",
+            (group,),
+        )
+        return {"owner": row[0], "token": row[1], "heartbeat_age_s": row[2], "expires_in_s": row[3]}
+
+    def renew_lease(self, group: str, token: str, ttl_s: float) -> bool:
+        sql = (
+            f"UPDATE rollout_leases SET heartbeat_at={_CLOCK}, expires_at={_CLOCK} + ? "
+            "WHERE grp=? AND token=?"
+        )
+        return bool(self._run(sql, (ttl_s, group, token)))
+
+    def release_lease(self, group: str, token: str) -> None:
+        self._run("DELETE FROM rollout_leases WHERE grp=? AND token=?", (group, token))
+
+    def journal(self, group: str) -> dict[str, Any] | None:
+        row = self._one("SELECT doc FROM rollout_journals WHERE grp=?", (group,))
+        return json.loads(row[0]) if row else None
+
+    def set_journal(self, group: str, doc: dict[str, Any]) -> None:
+        self._run(
+            "INSERT INTO rollout_journals (grp, doc, updated_at) VALUES (?, ?, "
+            f"{_CLOCK}) ON CONFLICT (grp) DO UPDATE SET doc=excluded.doc, updated_at=excluded.updated_at",
+            (group, json.dumps(doc, sort_keys=True)),
+        )
+
     def loaded(self) -> None:
         for table in ("channel_history", "tests"):
             self._cur.execute(
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                 f"COALESCE((SELECT max(id) FROM {table}), 0) + 1, false)"
             )
+
+
+class PostgresRollouts:
+    """Roll-out leases and journals in the catalog's database, on a connection of their own (the
+    lease's heartbeat runs in a thread of its own). Implements rollout.lock.Leases."""
+
+    def __init__(self, store: PostgresStore):
+        self._store = PostgresStore(store._dsn, busy_timeout_s=store.busy_timeout_s, migrate=False)
+        self._mutex = threading.Lock()
+
+    def take(self, group: str, owner: str, token: str, ttl_s: float) -> dict[str, Any]:
+        with self._mutex, self._store.write() as tx:
+            return tx.take_lease(group, owner, token, ttl_s)
+
+    def renew(self, group: str, token: str, ttl_s: float) -> bool:
+        with self._mutex, self._store.write() as tx:
+            return tx.renew_lease(group, token, ttl_s)
+
+    def release(self, group: str, token: str) -> None:
+        with self._mutex, self._store.write() as tx:
+            tx.release_lease(group, token)
+
+    def read_journal(self, group: str) -> dict[str, Any] | None:
+        with self._mutex, self._store.read() as tx:
+            return tx.journal(group)
+
+    def write_journal(self, group: str, doc: dict[str, Any]) -> None:
+        with self._mutex, self._store.write() as tx:
+            tx.set_journal(group, doc)
+
+    def close(self) -> None:
+        self._store.close()
 
 
 def describe_dsn(dsn: str) -> dict[str, Any]:
@@ -181,7 +257,9 @@ def redacted(dsn: str) -> str:
 
 
 class PostgresStore(Store):
-    def __init__(self, dsn: str, busy_timeout_s: float = 30.0, connect_timeout_s: float = 10.0):
+    def __init__(
+        self, dsn: str, busy_timeout_s: float = 30.0, connect_timeout_s: float = 10.0, migrate: bool = True
+    ):
         if psycopg is None:
             raise CatalogError(
                 "the catalog is a PostgreSQL URL but psycopg is not installed: pip install 'psycopg[binary]'"
@@ -196,7 +274,11 @@ class PostgresStore(Store):
         self.connect_timeout_s = connect_timeout_s
         self._conn = None
         self._connect()
-        ensure_schema(self, MIGRATIONS)
+        if migrate:
+            ensure_schema(self, MIGRATIONS)
+
+    def shared_rollouts(self) -> PostgresRollouts:
+        return PostgresRollouts(self)
 
     @property
     def server(self) -> str:
