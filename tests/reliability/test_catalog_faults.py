@@ -18,6 +18,7 @@ from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog imp
     CatalogError,
     Version,
 )
+from ansible_collections.kiln.immutable.plugins.module_utils.common.paths import is_database_url
 from catalog_support import raw_sql
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,3 +203,20 @@ def test_a_newer_schema_is_refused_by_name(catalog_location):
     with pytest.raises(CatalogError, match=f"has schema version 99; this kiln reads version {reads}"):
         Catalog(path)
     assert raw_sql(path, "SELECT count(*) FROM versions")[0][0][0] == 1  # and nothing was changed
+
+
+def test_an_older_schema_is_migrated_when_opened(catalog_location):
+    path = catalog_location
+    _seed(path, 2)
+    latest = raw_sql(path, "SELECT value FROM meta WHERE key='schema'")[0][0][0]
+    # A catalog from the kiln before the parent index: schema version 1, no index.
+    raw_sql(path, [("DROP INDEX versions_parent", ()), ("UPDATE meta SET value='1' WHERE key='schema'", ())])
+    with Catalog(path) as catalog:
+        assert [v.ref for v in catalog.list_versions("web")] == ["web/2", "web/1"]
+        assert catalog.verify()["ok"]
+    assert raw_sql(path, "SELECT value FROM meta WHERE key='schema'")[0][0][0] == latest
+    if is_database_url(path):
+        index = "SELECT indexname FROM pg_indexes WHERE schemaname=current_schema() AND indexname=?"
+    else:
+        index = "SELECT name FROM sqlite_master WHERE type='index' AND name=?"
+    assert raw_sql(path, index, ("versions_parent",))[0] == [("versions_parent",)]

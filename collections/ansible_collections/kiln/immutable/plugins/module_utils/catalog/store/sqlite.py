@@ -13,72 +13,9 @@ from typing import Any
 from ..errors import CatalogBusy, CatalogError
 from .base import CatalogTx, Store
 from .migrations import ensure_schema
+from .schema import migrations
 
-# Each entry takes the schema one version up. Versions keep their searchable fields in columns and
-# the rest of the record in a JSON document, so adding a field to Version needs no migration.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        "CREATE TABLE IF NOT EXISTS counters (image TEXT PRIMARY KEY, last INTEGER NOT NULL)",
-        """CREATE TABLE IF NOT EXISTS versions (
-            image TEXT NOT NULL,
-            seq INTEGER NOT NULL,
-            name TEXT NOT NULL,
-            fingerprint TEXT NOT NULL,
-            status TEXT NOT NULL,
-            revoke_at REAL,
-            parent TEXT,
-            created_at REAL NOT NULL,
-            doc TEXT NOT NULL,
-            PRIMARY KEY (image, seq)
-        )""",
-        "CREATE INDEX IF NOT EXISTS versions_fingerprint ON versions (image, fingerprint, seq)",
-        "CREATE INDEX IF NOT EXISTS versions_revoke_at ON versions (revoke_at) WHERE revoke_at IS NOT NULL",
-        """CREATE TABLE IF NOT EXISTS channels (
-            image TEXT NOT NULL,
-            channel TEXT NOT NULL,
-            version TEXT,
-            updated_at REAL NOT NULL,
-            PRIMARY KEY (image, channel)
-        )""",
-        """CREATE TABLE IF NOT EXISTS channel_history (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            image TEXT NOT NULL,
-            channel TEXT NOT NULL,
-            version TEXT,
-            previous TEXT,
-            action TEXT NOT NULL,
-            principal TEXT NOT NULL,
-            reason TEXT NOT NULL,
-            at REAL NOT NULL,
-            back INTEGER
-        )""",
-        "CREATE INDEX IF NOT EXISTS channel_history_channel ON channel_history (image, channel, id)",
-        "CREATE INDEX IF NOT EXISTS channel_history_version ON channel_history (image, version, channel)",
-        """CREATE TABLE IF NOT EXISTS tests (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            image TEXT NOT NULL,
-            name TEXT NOT NULL,
-            passed INTEGER NOT NULL,
-            duration_s REAL,
-            log_path TEXT,
-            details TEXT NOT NULL,
-            principal TEXT NOT NULL,
-            at REAL NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS tests_version ON tests (image, name, id)",
-        """CREATE TABLE IF NOT EXISTS events (
-            id INTEGER PRIMARY KEY,
-            at TEXT NOT NULL,
-            principal TEXT NOT NULL,
-            action TEXT NOT NULL,
-            subject TEXT NOT NULL,
-            payload TEXT NOT NULL,
-            prev_hash TEXT NOT NULL,
-            hash TEXT NOT NULL
-        )""",
-    ),
-)
+MIGRATIONS = migrations({"int": "INTEGER", "real": "REAL", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"})
 
 
 class SqliteTx(CatalogTx):
