@@ -155,3 +155,12 @@ def test_sqlite_to_postgresql_and_back_with_the_chain_intact(postgres, tmp_path)
         catalog.record_test("web/1", passed=True)
         assert catalog.promote("dev", "web/4").before == "web/1"
         assert catalog.verify()["ok"]
+
+
+def test_every_runner_gets_the_same_key_for_sensitive_build_inputs(postgres):
+    from ansible_collections.kiln.immutable.plugins.module_utils.build.fingerprint import catalog_key
+
+    location = postgres.fresh_dsn()
+    with Catalog(location) as one, Catalog(location) as other:
+        key = catalog_key(one)
+        assert len(key) == 32 and catalog_key(other) == key

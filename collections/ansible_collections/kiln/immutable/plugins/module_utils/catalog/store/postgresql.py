@@ -19,6 +19,7 @@ import contextlib
 import functools
 import json
 import os
+import secrets
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -316,6 +317,16 @@ class PostgresStore(Store):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "postgresql", "url": self.location}
+
+    def fingerprint_key(self) -> bytes:
+        """The secret that keys the hashes of sensitive build inputs, made once for every runner."""
+        with self.read() as tx:
+            value = tx.meta("fingerprint_key")
+        if value is None:
+            with self.write() as tx:
+                value = tx.meta("fingerprint_key") or secrets.token_hex(32)
+                tx.set_meta("fingerprint_key", value)
+        return bytes.fromhex(value)
 
 
 def _first_line(exc: Exception) -> str:
