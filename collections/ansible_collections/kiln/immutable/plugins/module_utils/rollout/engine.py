@@ -35,7 +35,7 @@ from . import strategies
 from .health import HealthOutcome, Prober
 from .interfaces import SERVER_DRAIN, SERVER_READY, Instance, LoadBalancer, NullLoadBalancer, Provider
 from .interrupt import StopRequest
-from .journal import UNFINISHED, Journal, _now, read_journal
+from .journal import UNFINISHED, FileJournal, Journal, _now
 from .lock import GroupLock
 from .options import (
     Limits,
@@ -78,6 +78,8 @@ class Rollout:
         root: str | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         stop: StopRequest | None = None,
+        lock: Any = None,
+        journal_keeper: Any = None,
     ):
         validate_group(group)
         check_deployable(target)
@@ -90,7 +92,9 @@ class Rollout:
         self.resolve_version = resolve_version
         self.folder = os.path.join(root or os.path.join(state_dir(), "rollouts"), group)
         self.journal_path = os.path.join(self.folder, "journal.json")
-        self.lock = GroupLock(os.path.join(self.folder, "lock"), group)
+        # One roll-out per group: on this machine (whatever the state folder), or in the shared catalog.
+        self.lock = lock or GroupLock(None, group)
+        self.journal_keeper = journal_keeper or FileJournal
         self.on_event = on_event
         self.stop = stop or StopRequest()
         self.journal: Journal | None = None
@@ -107,7 +111,7 @@ class Rollout:
 
     def _look(self) -> tuple[dict[str, Any] | None, str, bool, list[Instance], list[int]]:
         """A read-only look at the journal and the group: (journal, phase, resuming, instances, slots)."""
-        journal = read_journal(self.journal_path)
+        journal = self.journal_keeper.read(self.journal_path)
         phase, resuming = self._decide(journal)
         instances = self.provider.list_instances(self.group)
         # A slot emptied just before a crash has no instance any more; an unfinished journal still knows
@@ -295,6 +299,7 @@ class Rollout:
             doc,
             self.on_event,
             on_write_error=lambda exc: self.stop.set(f"journal {self.journal_path} cannot be written: {exc}"),
+            keeper=self.journal_keeper,
         )
         self.journal.event("resume" if resuming else "start", target=self.target.ref, phase=phase)
         for hook_owner in (self.provider, self.lb):
