@@ -57,3 +57,23 @@ def test_revocation_marks_the_amis_and_restore_clears_them(aws_env):
     assert tags()["kiln:revoked"] == "CVE-2026-0001"
     images.mark_revoked(version, None)
     assert "kiln:revoked" not in tags() and tags()["kiln:version"] == "web/4"
+
+
+def test_the_catalogs_remover_takes_the_docker_image_first_and_keeps_an_ami_in_use(aws_env):
+    import pytest
+    from ansible_collections.kiln.immutable.plugins.module_utils.common.aws import AWSSettings
+    from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+
+    world = AWSWorld()
+    ec2 = world.c["ec2"]
+    free, running = make_ami(ec2, "web", "web/5"), make_ami(ec2, "web", "web/6")
+    world.group("web-remover", running, size=1)
+    docker = []
+    remove = images.ami_remover(
+        AWSSettings.from_options(), then=lambda ref, _a: docker.append(ref) or ["kiln/web:5"]
+    )
+    removed = remove("web/5", {"ami": {REGION: free}, "docker": {"tag": "kiln/web:5"}})
+    assert removed[:2] == ["kiln/web:5", f"{REGION}:{free}"] and docker == ["web/5"]
+    with pytest.raises(KilnError, match=f"{REGION}:{running} kept: web/6: instance"):
+        remove("web/6", {"ami": {REGION: running}})
+    assert exists(ec2, running) and not exists(ec2, free)

@@ -65,13 +65,6 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-amis:
-  description:
-    - The AMIs of the removed versions, as C(region:ami) - deregistered (C(removed)) with their snapshots
-      (C(snapshots_deleted)), or C(kept) with the reason (an instance or a launch template version in use
-      needs it).
-  returned: when a removed version has AMIs
-  type: dict
 removed:
   description: The versions removed (or that would be, in check mode).
   returned: always
@@ -84,7 +77,9 @@ kept:
   type: dict
   sample: {web/9: one of the newest 5, web/4: channel prod points at it, web/1: run by an instance}
 images_removed:
-  description: The Docker image tags removed.
+  description:
+    - The Docker image tags removed, and the AMIs and snapshots deregistered and deleted (C(region:id)).
+    - An AMI that an instance or a launch template version in use needs is kept and named in C(warnings).
   returned: always
   type: list
   elements: str
@@ -96,6 +91,10 @@ from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog imp
 from ansible_collections.kiln.immutable.plugins.module_utils.common import aws
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 from ansible_collections.kiln.immutable.plugins.module_utils.providers.aws import images
+from ansible_collections.kiln.immutable.plugins.module_utils.providers.docker.images import (
+    remove_image,
+    running_versions,
+)
 
 
 def main() -> None:
@@ -113,19 +112,19 @@ def main() -> None:
     p = module.params
     try:
         with Catalog(p["catalog"]) as catalog:
-            options = dict(keep=p["keep"], history_depth=p["history_depth"], remove_images=p["remove_images"])
-            doomed = []
-            if p["remove_images"] and not module.check_mode:  # the versions' AMIs go after them
-                planned = catalog.prune(p["image"], check=True, **options)
-                doomed = [catalog.get(ref) for ref in planned.removed]
-            result = catalog.prune(p["image"], check=module.check_mode, **options)
-            out = result.to_dict()
-            gone = [v for v in doomed if v.ref in result.removed]
-            if images.has_amis(gone):
-                settings = aws.AWSSettings.from_options({k: p[k] for k in aws.OPTION_NAMES})
-                out["amis"] = images.remove_amis(gone, settings)
+            settings = aws.AWSSettings.from_options({k: p[k] for k in aws.OPTION_NAMES})
+            remover = images.ami_remover(settings, then=remove_image)  # AMIs only where a version has them
+            result = catalog.prune(
+                p["image"],
+                keep=p["keep"],
+                history_depth=p["history_depth"],
+                check=module.check_mode,
+                running=running_versions,
+                remove_artifact=remover if p["remove_images"] else None,
+            )
     except KilnError as exc:
         module.fail_json(**exc.fail_kwargs())
+    out = result.to_dict()
     if module._diff:
         out["diff"] = {"before": {"versions": sorted(result.removed)}, "after": {"versions": []}}
     module.exit_json(**out)

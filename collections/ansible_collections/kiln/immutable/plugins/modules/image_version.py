@@ -224,6 +224,10 @@ from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog imp
 from ansible_collections.kiln.immutable.plugins.module_utils.common import aws
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 from ansible_collections.kiln.immutable.plugins.module_utils.providers.aws import images
+from ansible_collections.kiln.immutable.plugins.module_utils.providers.docker.images import (
+    remove_image,
+    running_versions,
+)
 
 _RECORD_FIELDS = (
     "fingerprint",
@@ -328,6 +332,7 @@ def main() -> None:
     )
     p = module.params
     check = module.check_mode
+    settings = aws.AWSSettings.from_options({k: p[k] for k in aws.OPTION_NAMES})
     try:
         with Catalog(p["catalog"]) as catalog:
             if p["state"] == "present":
@@ -338,7 +343,12 @@ def main() -> None:
             if p["state"] == "absent":
                 if before is None:
                     module.exit_json(changed=False, ref=ref, images_removed=[])
-                removed = catalog.remove(ref, check=check)
+                removed = catalog.remove(
+                    ref,
+                    check=check,
+                    running=running_versions,
+                    remove_artifact=images.ami_remover(settings, then=remove_image),
+                )
                 result = {
                     "changed": True,
                     "ref": ref,
@@ -360,7 +370,6 @@ def main() -> None:
                 if not check and result.get("changed") and images.has_amis([after]):
                     # the AMIs say so too, in every region (kiln:revoked), for whoever looks in AWS
                     reason = (after.revocation or {}).get("reason") if after.status == "revoked" else None
-                    settings = aws.AWSSettings.from_options({k: p[k] for k in aws.OPTION_NAMES})
                     result["amis_marked"] = images.mark_revoked(after, reason, settings)
     except KilnError as exc:
         module.fail_json(**exc.fail_kwargs())

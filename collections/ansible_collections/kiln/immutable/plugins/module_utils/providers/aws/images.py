@@ -10,10 +10,13 @@ deregistered: it is reported as kept, with the reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 from ...common import aws
 from ...common.aws import TAG_REVOKED, AWSSettings
+from ...common.errors import KilnError
 
 
 def _amis(version: Any) -> dict[str, str]:
@@ -120,3 +123,21 @@ def mark_revoked(version: Any, reason: str | None, settings: AWSSettings | None 
             )
         marked.append(f"{region}:{ami}")
     return marked
+
+
+def ami_remover(settings: AWSSettings, then: Callable[[str, dict], list[str]] | None = None):
+    """A ``remove_artifact(ref, artifacts)`` for the catalog's retention: ``then`` first (Docker's
+    image), then the version's AMIs and snapshots; an AMI in use is kept and reported as an error."""
+
+    def remove(ref: str, artifacts: dict) -> list[str]:
+        removed = list(then(ref, artifacts)) if then else []
+        if not (artifacts or {}).get("ami"):
+            return removed
+        out = remove_amis([SimpleNamespace(ref=ref, artifacts=artifacts)], settings)
+        removed += out["removed"] + out["snapshots_deleted"]
+        if out["kept"]:
+            kept = "; ".join(f"{ami} kept: {why}" for ami, why in sorted(out["kept"].items()))
+            raise KilnError(f"{kept}" + (f" (removed {', '.join(removed)})" if removed else ""))
+        return removed
+
+    return remove
