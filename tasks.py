@@ -40,16 +40,25 @@ def _playbook(
     warn: bool = False,
     env: dict | None = None,
 ):
-    """Run ``kiln.immutable.<name>`` with ``extra_vars`` passed as one JSON document."""
+    """Run ``kiln.immutable.<name>`` with ``extra_vars`` passed as one JSON document.
+
+    The document goes in a file only this user can read, removed afterwards: values (build variables,
+    secrets among them) never appear on a command line, which every local user can read, or in the
+    command echoed here.
+    """
     import json
+    import tempfile
 
     cmd = ["ansible-playbook", f"kiln.immutable.{name}", "-i", str(ROOT / c.kiln.inventory)]
-    if extra_vars:
-        cmd += ["-e", json.dumps(extra_vars)]
     if check:
         cmd.append("--check")
-    with c.cd(str(ROOT)):
-        return c.run(shlex.join(cmd), env={**_env(c), **(env or {})}, pty=False, warn=warn)
+    with tempfile.NamedTemporaryFile("w", prefix="kiln-vars-", suffix=".json") as handle:  # mode 0600
+        if extra_vars:
+            json.dump(extra_vars, handle)
+            handle.flush()
+            cmd += ["-e", f"@{handle.name}"]
+        with c.cd(str(ROOT)):
+            return c.run(shlex.join(cmd), env={**_env(c), **(env or {})}, pty=False, warn=warn)
 
 
 def _parse_vars(pairs) -> dict:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..common.errors import KilnError
+from ..common.files import private_dirs
 from ..common.paths import state_dir
 
 _MISSING = object()
@@ -58,7 +59,7 @@ def read_hcl(path: str) -> dict:
         pass
     parsed = parse_hcl(path, text)
     try:
-        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        private_dirs(os.path.dirname(cache))
         tmp = f"{cache}.{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(parsed, handle)

@@ -8,6 +8,7 @@ import errno
 import fcntl
 import os
 
+from ..common.files import private_dirs
 from .journal import _iso, _now
 from .options import RolloutError
 
@@ -25,7 +26,7 @@ class GroupLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        private_dirs(os.path.dirname(self.path))
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
