@@ -18,6 +18,7 @@ Every change is one transaction that also appends an event to a hash-chained aud
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import getpass
 import hashlib
 import json
@@ -31,6 +32,7 @@ from typing import Any
 from ..common.paths import default_catalog_path
 from .policy import PolicyRefused
 from .store import CatalogBusy, CatalogError, SqliteStore, Tx
+from .trust import Event, Trust
 
 __all__ = [
     "Catalog",
@@ -39,6 +41,7 @@ __all__ = [
     "ChannelMove",
     "PolicyRefused",
     "PruneResult",
+    "Untrusted",
     "Version",
     "principal",
     "resolve_catalog_path",
@@ -48,6 +51,14 @@ ACTIVE = "active"
 REVOKED = "revoked"
 EXPORT_FORMAT = "kiln-catalog/1"
 GENESIS = "0" * 64
+
+_FROM_ENVIRONMENT = object()
+_MOVES = ("promote", "rollback", "fallback")
+
+
+class Untrusted(CatalogError):
+    """The catalog cannot vouch for a channel: ``details`` name the event and the rule that failed."""
+
 
 _NAME = re.compile(r"^[1-9][0-9]{0,17}$")
 _IDENT = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -201,6 +212,7 @@ class ChannelMove:
     reason: str = ""
     principal: str = ""
     skipped: list = field(default_factory=list)  # revoked versions a rollback stepped over
+    approvals: list = field(default_factory=list)  # ids of the approve events the move counts
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -224,9 +236,17 @@ class PruneResult:
 class Catalog:
     """The catalog in one file. Safe to use from several processes at once."""
 
-    def __init__(self, path: str | None = None, busy_timeout_s: float = 30.0, store: Any = None):
+    def __init__(
+        self,
+        path: str | None = None,
+        busy_timeout_s: float = 30.0,
+        store: Any = None,
+        trust: Any = _FROM_ENVIRONMENT,
+    ):
+        """``trust`` signs and checks events (see :mod:`.trust`); by default the one ``$KILN_POLICY`` sets."""
         self.store = store or SqliteStore(resolve_catalog_path(path), busy_timeout_s=busy_timeout_s)
         self.path = getattr(self.store, "path", None)
+        self.trust: Trust | None = Trust.from_environment() if trust is _FROM_ENVIRONMENT else trust
 
     def close(self) -> None:
         self.store.close()
@@ -267,7 +287,7 @@ class Catalog:
             image=image,
             name=name,
             created_at=version.created_at or _iso(now),
-            created_by=version.created_by or principal(),
+            created_by=version.created_by or self._who(),
             status=ACTIVE,
             tests=[],
             revocation=None,
@@ -361,7 +381,7 @@ class Catalog:
             "duration_s": duration_s,
             "log_path": log_path,
             "details": details or {},
-            "principal": principal(),
+            "principal": self._who(),
             "at": _iso(_now()),
         }
         with self.store.write() as tx:
@@ -386,11 +406,17 @@ class Catalog:
     # ------------------------------------------------------------------ channels
 
     def channel_version(self, image: str, channel: str) -> Version | None:
-        """The version ``channel`` of ``image`` points at, or None (no such channel, or emptied)."""
+        """The version ``channel`` of ``image`` points at, or None (no such channel, or emptied).
+
+        Untrusted, naming the event and the rule, unless the audit trail holds and, with signing on,
+        a valid signed event that the policy accepts put the version there (see :meth:`verify_channel`).
+        """
         with self.store.read() as tx:
             row = tx.one("SELECT version FROM channels WHERE image=? AND channel=?", (image, channel))
             due = row and row[0] and self._is_due(tx, row[0])
             if not due:
+                if row:
+                    self._verify_channel(tx, image, channel)
                 return self._get(tx, *split_ref(row[0])) if row and row[0] else None
         # The version it points at reached its scheduled revocation: apply it, then answer.
         self._settle()
@@ -452,7 +478,8 @@ class Catalog:
         if from_channel and not image:
             raise CatalogError(f"promote from channel {from_channel!r} needs the image name")
         check_ident("channel", channel)
-        who = principal()
+        self._adopt(policy)
+        who = self._who()
         with self.store.write() as tx:
             self._apply_due_revocations(tx)
             if from_channel:
@@ -480,6 +507,16 @@ class Catalog:
             move = ChannelMove(
                 img, channel, current, target.ref, "promote", current != target.ref, reason, who
             )
+            if move.changed and self.trust is not None and policy is not None:
+                approvals = self._approvals(tx, policy, move)
+                if approvals is None:  # recorded as one approval; the channel waits for more signers
+                    move = dataclasses.replace(move, after=current, action="approve")
+                    if not check:
+                        self._event(
+                            tx, "approve", f"{img}@{channel}", {"version": target.ref, "reason": reason}
+                        )
+                    return move
+                move.approvals = approvals
             if move.changed and not check:
                 self._move(tx, move, back=self._current_entry(tx, img, channel))
             return move
@@ -501,12 +538,14 @@ class Catalog:
         """
         check_ident("image", image)
         check_ident("channel", channel)
-        who = principal()
+        self._adopt(policy)
+        who = self._who()
         with self.store.write() as tx:
             self._apply_due_revocations(tx)
             entry = self._current_entry(tx, image, channel)
             if entry is None:
                 raise CatalogError(f"unknown channel {channel!r} of image {image!r}" + self._known(tx, image))
+            self._verify_channel(tx, image, channel)
             current = self._current(tx, image, channel)
             skipped: list[str] = []
             if to:
@@ -536,6 +575,9 @@ class Catalog:
                     )
             if policy is not None:
                 failures = policy.check_principal(image, channel, who)
+                if self.trust is not None:
+                    failures += policy.check_signers(image, channel, [who], needed=1)
+                    failures += self._signed_before(tx, image, channel, target_entry[1])
                 if failures:
                     raise PolicyRefused(
                         f"rollback of channel {channel!r} refused: {'; '.join(failures)}", rules=failures
@@ -577,7 +619,7 @@ class Catalog:
             if version.revoked:
                 out["changed"] = False
                 return out
-            wanted = {"reason": reason, "by": principal(), "fallback": fallback}
+            wanted = {"reason": reason, "by": self._who(), "fallback": fallback}
             if scheduled:
                 same = version.revocation and version.revocation.get("at") == _iso(when)
                 out["changed"] = not same
@@ -760,7 +802,18 @@ class Catalog:
         event (or a row changed behind kiln's back) is named in ``problems``.
         """
         with self.store.read() as tx:
-            return _verify(tx)
+            return self._verify_all(tx)
+
+    def verify_channel(self, image: str, channel: str) -> dict:
+        """Untrusted unless the channel's current version was put there as the trail and policy say.
+
+        The audit trail must hold (hashes, links, head, rows agreeing with it); with signing on, the
+        head and the event that made the channel point where it does must be signed by keys valid at
+        the time, by signers the policy allows (with its approvals), the test it required signed too.
+        Returns ``{"signed", "event", "signers"}``.
+        """
+        with self.store.read() as tx:
+            return self._verify_channel(tx, image, channel)
 
     def export(self) -> dict:
         """The whole catalog as one JSON-ready document (stable order, for review and for git)."""
@@ -948,7 +1001,8 @@ class Catalog:
             tx,
             move.action,
             f"{move.image}@{move.channel}",
-            {"from": move.before, "to": move.after, "reason": move.reason},
+            {"from": move.before, "to": move.after, "reason": move.reason}
+            | ({"approvals": move.approvals} if move.approvals else {}),
         )
 
     def _enforce_policy(self, tx: Tx, policy: Any, version: Version, channel: str, who: str) -> None:
@@ -962,6 +1016,9 @@ class Catalog:
             )
         }
         failures = policy.check_promote(version, channel, who, channels_seen=seen)
+        if self.trust is not None:
+            failures += policy.check_signers(version.image, channel, [who], needed=1)
+            failures += self._signed_test(tx, version, channel)
         if failures:
             raise PolicyRefused(
                 f"promotion of {version.ref} to channel {channel!r} refused: {'; '.join(failures)}",
@@ -1051,12 +1108,147 @@ class Catalog:
                 check=False,
             )
 
+    # ------------------------------------------------------------------ signing
+
+    def _adopt(self, policy: Any) -> None:
+        """A move under a policy that turns signing on is signed by its rules, whatever the environment."""
+        if policy is not None and policy.signed and (self.trust is None or self.trust.policy is not policy):
+            self.trust = Trust(policy, self.trust.signer if self.trust else None)
+
+    def _who(self) -> str:
+        """Who acts: with signing on, the allowed_signers identity of the key; else the principal."""
+        return self.trust.identity() if self.trust is not None else principal()
+
+    def _events(self, tx: Tx, where: str = "", params: tuple = ()) -> list[Event]:
+        rows = tx.all(
+            "SELECT id, at, principal, action, subject, payload, prev_hash, hash FROM events"
+            + (f" WHERE {where}" if where else "")
+            + " ORDER BY id",
+            params,
+        )
+        return [Event(**{**_event_dict(row), "payload": json.loads(row[5])}) for row in rows]
+
+    def _signed_head(self, tx: Tx) -> tuple[str | None, dict | None]:
+        head = tx.one("SELECT value FROM meta WHERE key='head'")
+        signed = tx.one("SELECT value FROM meta WHERE key='head_signature'")
+        return (head[0] if head else None), (json.loads(signed[0]) if signed else None)
+
+    def _verify_all(self, tx: Tx) -> dict:
+        report = _verify(tx)
+        report["signed"] = self.trust is not None
+        if self.trust is not None:
+            report["problems"] += self.trust.trail_problems(self._events(tx), *self._signed_head(tx))
+            report["ok"] = not report["problems"]
+        return report
+
+    def _verify_channel(self, tx: Tx, image: str, channel: str) -> dict:
+        subject = f"{image}@{channel}"
+        refuse = f"channel {subject} cannot be trusted"
+        report = _verify(tx)
+        if not report["ok"]:
+            first = report["problems"][0]
+            raise Untrusted(f"{refuse}: the audit trail does not hold: {first}", problems=report["problems"])
+        if self.trust is None:
+            return {"signed": False, "event": None, "signers": []}
+        moves = self._events(tx, "subject=? AND action IN ('promote', 'rollback', 'fallback')", (subject,))
+        if not moves:
+            raise Untrusted(f"{refuse}: no event put a version on it", rule="signing")
+        event = moves[-1]
+        problem = self.trust.event_problem(event)
+        if problem:
+            raise Untrusted(f"{refuse}: {problem}", event=event.id, rule="signing")
+        problem = self.trust.head_problem(*self._signed_head(tx))
+        if problem:
+            raise Untrusted(f"{refuse}: {problem}", rule="signing")
+        signers = [event.principal]
+        for approval in self._events_by_id(tx, event.payload.get("approvals") or []):
+            problem = self.trust.event_problem(approval)
+            wanted = (approval.action, approval.subject, approval.payload.get("version"))
+            if wanted != ("approve", subject, event.payload.get("to")):
+                problem = f"{approval.describe()} is no approval of {event.payload.get('to')} on {subject}"
+            if problem:
+                raise Untrusted(
+                    f"{refuse}: {event.describe()} counts {problem}", event=event.id, rule="approvals"
+                )
+            signers.append(approval.principal)
+        if event.action != "fallback":  # a fallback is the effect of a signed revoke, not a choice of version
+            needed = None if event.action == "promote" else 1
+            failures = self.trust.policy.check_signers(image, channel, signers, needed=needed)
+            if failures:
+                raise Untrusted(
+                    f"{refuse}: {event.describe()} fails {'; '.join(failures)}",
+                    event=event.id,
+                    rule=failures[0],
+                )
+        return {"signed": True, "event": event.id, "signers": sorted(set(signers))}
+
+    def _events_by_id(self, tx: Tx, ids: list) -> list[Event]:
+        ids = [int(i) for i in ids]
+        return self._events(tx, f"id IN ({', '.join('?' * len(ids))})", tuple(ids)) if ids else []
+
+    def _signed_test(self, tx: Tx, version: Version, channel: str) -> list[str]:
+        """The rule ``requires_passing_test: {signers}``: the newest test event is signed by one of them."""
+        patterns = self.trust.policy.rule(version.image, channel).test_signers
+        if patterns is None:
+            return []
+        tests = self._events(tx, "subject=? AND action='test'", (version.ref,))
+        rule = f"rule 'requires_passing_test' (signed by {', '.join(patterns)})"
+        if not tests:
+            return [f"{rule}: {version.ref} has no signed test result"]
+        newest = tests[-1]
+        problem = self.trust.event_problem(newest)
+        if problem:
+            return [f"{rule}: {problem}"]
+        if not newest.payload.get("passed"):
+            return [f"{rule}: the newest test of {version.ref} ({newest.describe()}) failed"]
+        if not any(fnmatch.fnmatchcase(newest.principal, p) for p in patterns):
+            return [f"{rule}: the newest test of {version.ref} was signed by {newest.principal!r}"]
+        return []
+
+    def _approvals(self, tx: Tx, policy: Any, move: ChannelMove) -> list[int] | None:
+        """The approve events that, with this signer, make enough distinct signers; None when too few.
+
+        Approvals count from the channel's last move on, for the same version, from distinct signers.
+        """
+        needed = policy.rule(move.image, move.channel).approvals
+        subject = f"{move.image}@{move.channel}"
+        last_move = tx.one(
+            "SELECT max(id) FROM events WHERE subject=? AND action IN ('promote', 'rollback', 'fallback')",
+            (subject,),
+        )
+        since = (last_move[0] if last_move else None) or 0
+        signers = {move.principal}
+        ids = []
+        for approval in self._events(tx, "subject=? AND action='approve' AND id>?", (subject, since)):
+            if approval.payload.get("version") != move.after or approval.principal in signers:
+                continue
+            if self.trust.event_problem(approval) is None and not policy.check_signers(
+                move.image, move.channel, [approval.principal], needed=1
+            ):
+                signers.add(approval.principal)
+                ids.append(approval.id)
+        return ids if len(signers) >= needed else None
+
+    def _signed_before(self, tx: Tx, image: str, channel: str, version: str | None) -> list[str]:
+        """A rollback target must be a version a valid signed event put on the channel before."""
+        subject = f"{image}@{channel}"
+        for event in reversed(
+            self._events(tx, "subject=? AND action IN ('promote', 'rollback')", (subject,))
+        ):
+            if event.payload.get("to") == version and self.trust.event_problem(event) is None:
+                return []
+        return [f"rule 'signing': no valid signed event ever put {version} on channel {subject}"]
+
     def _event(self, tx: Tx, action: str, subject: str, payload: dict) -> None:
         """Append one event to the audit trail, chained by hash to the one before."""
         head = tx.one("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1")
         event_id, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
         at = _iso(_now())
-        who = principal()
+        if self.trust is None:
+            who = principal()
+        else:  # signed over the event and the previous hash; kept in the payload, so chained too
+            signature = self.trust.sign_event(payload, event_id, at, action, subject, prev)
+            who, payload = signature.signer, {**payload, "signature": signature.to_dict()}
         body = _canonical(payload)
         digest = event_hash(event_id, at, who, action, subject, body, prev)
         tx.run(
@@ -1065,7 +1257,11 @@ class Catalog:
             (event_id, at, who, action, subject, body, prev, digest),
         )
         # The head is kept apart from the chain so that deleting the newest events shows too.
-        tx.run("INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?)", (f"{event_id}:{digest}",))
+        head = f"{event_id}:{digest}"
+        tx.run("INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?)", (head,))
+        if self.trust is not None:
+            signed = _canonical(self.trust.sign_head(head, at))
+            tx.run("INSERT OR REPLACE INTO meta (key, value) VALUES ('head_signature', ?)", (signed,))
 
 
 def running_versions() -> set[str]:
