@@ -29,6 +29,7 @@ def _env(c) -> dict:
             Path(c.kiln.catalog or os.environ.get("KILN_CATALOG") or state / "catalog.db").resolve()
         ),
         "KILN_ROOT": str(ROOT),
+        "KILN_POLICY": _policy_path(c),  # its signing section decides whether events are signed
     }
 
 
@@ -132,14 +133,14 @@ def _catalog(c):
 
     if str(ROOT / "collections") not in sys.path:
         sys.path.insert(0, str(ROOT / "collections"))
-    from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import (
-        Catalog,
-        CatalogError,
-    )
+    from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
+    from ansible_collections.kiln.immutable.plugins.module_utils.catalog.trust import Trust
+    from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 
+    env = _env(c)
     try:
-        return Catalog(_env(c)["KILN_CATALOG"])
-    except CatalogError as exc:
+        return Catalog(env["KILN_CATALOG"], trust=Trust.from_environment(env))
+    except KilnError as exc:  # the catalog, the policy or its allowed_signers file
         raise Exit(f"kiln: {exc}") from exc
 
 
@@ -274,8 +275,12 @@ def catalog_verify(c):
     """Check the catalog's audit trail; an edited or deleted event, or a row changed outside kiln, fails."""
     report = _catalog_call(c, lambda catalog: catalog.verify())
     if not report["ok"]:
-        raise Exit("kiln: the catalog does not verify:\n  " + "\n  ".join(report["problems"]))
-    print(f"catalog verified: {report['events']} events, head {report['head']}")
+        raise Exit(
+            f"kiln: the catalog does not verify; first: {report['problems'][0]}\n  "
+            + "\n  ".join(report["problems"])
+        )
+    signed = "every event signed" if report["signed"] else "unsigned (the policy does not turn signing on)"
+    print(f"catalog verified: {report['events']} events, head {report['head']}, {signed}")
 
 
 @task(help={"output": "the file to write (default: catalog.json; '-' for standard output)"})

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -229,6 +230,7 @@ def test_rewriting_the_whole_trail_with_a_fresh_head_is_detected(world):
 
 def test_a_retired_key_keeps_its_past_and_signs_nothing_new(world):
     to_prod(world, "alice", "bob")
+    time.sleep(1.1)  # allowed_signers times have whole seconds: retire the key strictly between
     now = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%SZ")
     new_key = make_key(world.root, "alice-2")
     world.write_allowed(
@@ -238,6 +240,7 @@ def test_a_retired_key_keeps_its_past_and_signs_nothing_new(world):
         )
         + line("alice@release.example.com", new_key, f'namespaces="kiln",valid-after="{now}"'),
     )
+    time.sleep(1.1)
     with world.catalog("ci") as catalog:
         assert catalog.verify()["ok"]  # her approval, made while the key was valid, still holds
         assert catalog.channel_version("api", "prod").ref == "api/1"
@@ -265,3 +268,25 @@ def test_an_unsigned_catalog_works_as_before_and_says_so(tmp_path, monkeypatch):
         catalog.promote("dev", "api/1")
         assert catalog.verify()["signed"] is False
         assert catalog.verify_channel("api", "dev") == {"signed": False, "event": None, "signers": []}
+
+
+def test_turning_signing_on_keeps_the_unsigned_past_and_signs_from_then_on(world, tmp_path):
+    legacy = str(tmp_path / "legacy.db")
+    with Catalog(legacy, trust=None) as unsigned:
+        name = unsigned.reserve_version("api")
+        unsigned.register(Version(image="api", name=name, fingerprint="f"))
+        unsigned.promote("dev", "api/1")
+    with Catalog(legacy, trust=Trust(world.policy(), Signer(str(world.keys["ci"])))) as signed:
+        with pytest.raises(Untrusted, match=r"event 2 \(promote api@dev\) is not signed"):
+            signed.channel_version("api", "dev")  # nobody is known to have put it there
+        signed.promote(
+            "dev", "api/1", reason="again, signed", policy=world.policy()
+        )  # no change: same version
+        signed.record_test("api/1", passed=True)
+        assert signed.verify()["ok"]
+    conn = sqlite3.connect(legacy)
+    conn.execute("UPDATE events SET payload='{}' WHERE id=1")  # the unsigned past cannot change either
+    conn.commit()
+    conn.close()
+    with Catalog(legacy, trust=Trust(world.policy(), Signer(str(world.keys["ci"])))) as signed:
+        assert not signed.verify()["ok"]

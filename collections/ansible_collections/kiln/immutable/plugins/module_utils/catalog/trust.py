@@ -12,7 +12,7 @@ key allowed_signers lists.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -80,9 +80,9 @@ class Trust:
         return cls(policy) if policy is not None and policy.signed else None
 
     @classmethod
-    def from_environment(cls) -> Trust | None:
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Trust | None:
         """The trust of the policy ``$KILN_POLICY`` names, when it turns signing on."""
-        path = os.environ.get(POLICY_ENV)
+        path = (os.environ if environ is None else environ).get(POLICY_ENV)
         return cls.of(Policy.load(path)) if path else None
 
     # ---------------------------------------------------------------- signing
@@ -131,10 +131,19 @@ class Trust:
     def trail_problems(
         self, events: Iterable[Event], head: str | None, signed_head: dict | None
     ) -> list[str]:
-        """Every signature of the trail that does not hold, oldest first, then the head's."""
+        """Every signature of the trail that does not hold, oldest first, then the head's.
+
+        Events from before signing was turned on (the unsigned ones before the first signed one) are
+        no problem: the signed head vouches for the whole hash chain, so none of them can change
+        without a key. Who made them is simply not known; a channel they moved must be moved again.
+        """
         problems = []
         previous: Event | None = None
+        signing = False
         for event in events:
+            signing = signing or event.signature is not None
+            if not signing:
+                continue
             problem = self.event_problem(event)
             if problem:
                 problems.append(problem)
