@@ -76,8 +76,9 @@ class Trust:
         self.signer = signer or Signer()
 
     @classmethod
-    def of(cls, policy: Policy | None) -> Trust | None:
-        return cls(policy) if policy is not None and policy.signed else None
+    def of(cls, policy: Policy | None, signer: Signer | None = None) -> Trust | None:
+        """The trust of ``policy`` when it turns signing on, else None (an unsigned catalog)."""
+        return cls(policy, signer) if policy is not None and policy.signed else None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Trust | None:
