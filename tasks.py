@@ -25,9 +25,7 @@ def _env(c) -> dict:
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "KILN_STATE_DIR": str(state),
-        "KILN_CATALOG": str(
-            Path(c.kiln.catalog or os.environ.get("KILN_CATALOG") or state / "catalog.db").resolve()
-        ),
+        "KILN_CATALOG": _utils("common.paths").catalog_location(c.kiln.catalog, str(state)),
         "KILN_ROOT": str(ROOT),
         "KILN_POLICY": _policy_path(c),  # its signing section decides whether events are signed
     }
@@ -308,8 +306,9 @@ def catalog_import(c, input="catalog.json"):
         doc = json.loads(Path(input).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise Exit(f"kiln: cannot read the export {input}: {exc}") from exc
-    report = _catalog_call(c, lambda catalog: catalog.import_(doc))
-    print(f"imported {report['events']} events into {_env(c)['KILN_CATALOG']} (head {report['head']})")
+    # The catalog names itself: a PostgreSQL URL is shown without its password.
+    report, where = _catalog_call(c, lambda catalog: (catalog.import_(doc), catalog.path))
+    print(f"imported {report['events']} events into {where} (head {report['head']})")
 
 
 # --- the test stage and the pipeline ------------------------------------------------------------------

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.audit import GENESIS
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import (
-    GENESIS,
     Catalog,
     PolicyRefused,
     Untrusted,
@@ -290,3 +290,13 @@ def test_turning_signing_on_keeps_the_unsigned_past_and_signs_from_then_on(world
     conn.close()
     with Catalog(legacy, trust=Trust(world.policy(), Signer(str(world.keys["ci"])))) as signed:
         assert not signed.verify()["ok"]
+
+
+def test_an_export_of_a_signed_catalog_imports_and_still_verifies(world, tmp_path):
+    doc = world.export()
+    assert doc["head_signature"]["signer"] == "ci@example.com"
+    with Catalog(
+        str(tmp_path / "copy.db"), trust=Trust(world.policy(), Signer(str(world.keys["ci"])))
+    ) as copy:
+        copy.import_(doc)
+        assert copy.verify()["ok"] and copy.channel_version("api", "dev").ref == "api/1"

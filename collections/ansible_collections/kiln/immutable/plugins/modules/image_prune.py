@@ -83,6 +83,10 @@ images_removed:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.providers.docker.images import (
+    remove_image,
+    running_versions,
+)
 
 
 def main() -> None:
@@ -104,7 +108,8 @@ def main() -> None:
                 keep=p["keep"],
                 history_depth=p["history_depth"],
                 check=module.check_mode,
-                remove_images=p["remove_images"],
+                running=running_versions,
+                remove_artifact=remove_image if p["remove_images"] else None,
             )
     except KilnError as exc:
         module.fail_json(**exc.fail_kwargs())

@@ -216,6 +216,10 @@ from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog imp
     split_ref,
 )
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.providers.docker.images import (
+    remove_image,
+    running_versions,
+)
 
 _RECORD_FIELDS = (
     "fingerprint",
@@ -329,7 +333,9 @@ def main() -> None:
             if p["state"] == "absent":
                 if before is None:
                     module.exit_json(changed=False, ref=ref, images_removed=[])
-                removed = catalog.remove(ref, check=check)
+                removed = catalog.remove(
+                    ref, check=check, running=running_versions, remove_artifact=remove_image
+                )
                 result = {
                     "changed": True,
                     "ref": ref,

@@ -22,6 +22,9 @@ description:
     after the process was killed resumes the roll-out and ends converged. A lock per group refuses a second
     roll-out of the group while one runs. The result is also written there as C(<id>.json), and each event
     is appended to C(progress.log) as it happens.
+  - The lock is machine-wide with an SQLite catalog. With a PostgreSQL catalog, the lock is a lease in the
+    database (renewed every 10 s, expiring 30 s after the last renewal) and the journal is kept there too,
+    so another runner takes over the roll-out of a runner that died once its lease has expired.
   - In check mode, returns the plan (batches, instances, versions) and changes nothing.
 author:
   - kiln developers (@kiln)

@@ -40,7 +40,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .store import CatalogError
+from .errors import CatalogError
 
 _RULE_KEYS = {
     "principals",

@@ -11,13 +11,19 @@ key allowed_signers lists.
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+from . import audit
+from .errors import CatalogError
 from .policy import Policy
 from .signing import AllowedSigners, BadSignature, Signature, Signer, payload
+from .store.base import CatalogTx
 
 SIGNATURE_KEY = "signature"
 POLICY_ENV = "KILN_POLICY"
@@ -74,6 +80,7 @@ class Trust:
         self.policy = policy
         self.allowed = AllowedSigners(policy.allowed_signers)
         self.signer = signer or Signer()
+        self._identity: str | None = None
 
     @classmethod
     def of(cls, policy: Policy | None, signer: Signer | None = None) -> Trust | None:
@@ -100,7 +107,9 @@ class Trust:
 
     def identity(self) -> str:
         """Who this process signs as (a signature of nothing, named by allowed_signers)."""
-        return self.allowed.sign(self.signer, b"", datetime.now(UTC)).signer
+        if self._identity is None:
+            self._identity = self.allowed.sign(self.signer, b"", datetime.now(UTC)).signer
+        return self._identity
 
     # ---------------------------------------------------------------- verifying
 
@@ -153,3 +162,143 @@ class Trust:
             previous = event
         head_problem = self.head_problem(head, signed_head)
         return problems + ([head_problem] if head_problem else [])
+
+
+# ------------------------------------------------------------------------------- the catalog's side
+
+
+class Untrusted(CatalogError):
+    """The catalog cannot vouch for a channel: ``details`` name the event and the rule that failed."""
+
+
+MOVES = ("promote", "rollback", "fallback")
+
+
+def trail(tx: CatalogTx) -> list[Event]:
+    return [Event(**{**audit.event_dict(row)}) for row in tx.all_events()]
+
+
+def signed_head(tx: CatalogTx) -> tuple[str | None, dict | None]:
+    signed = tx.meta("head_signature")
+    return tx.meta("head"), (json.loads(signed) if signed else None)
+
+
+def verify(tx: CatalogTx) -> dict:
+    """:func:`.audit.verify`, and with signing on every signature of the trail and of its head."""
+    report = audit.verify(tx)
+    report["signed"] = tx.trust is not None
+    if tx.trust is not None:
+        report["problems"] += tx.trust.trail_problems(trail(tx), *signed_head(tx))
+        report["ok"] = not report["problems"]
+    return report
+
+
+def verify_channel(tx: CatalogTx, image: str, channel: str) -> dict:
+    """Untrusted unless the channel's current version was put there as the trail and the policy say.
+
+    The audit trail must hold (hashes, links, head, rows agreeing with it); with signing on, the event
+    that made the channel point where it does and the head must be signed by keys valid at the time,
+    by signers the policy allows now, with the approvals it asks for. Returns
+    ``{"signed", "event", "signers"}``.
+    """
+    subject = f"{image}@{channel}"
+    refuse = f"channel {subject} cannot be trusted"
+    report = audit.verify(tx)
+    if not report["ok"]:
+        raise Untrusted(
+            f"{refuse}: the audit trail does not hold: {report['problems'][0]}", problems=report["problems"]
+        )
+    trust = tx.trust
+    if trust is None:
+        return {"signed": False, "event": None, "signers": []}
+    events = trail(tx)
+    moves = [e for e in events if e.subject == subject and e.action in MOVES]
+    if not moves:
+        raise Untrusted(f"{refuse}: no event put a version on it", rule="signing")
+    event = moves[-1]
+    problem = trust.event_problem(event)
+    if problem:
+        raise Untrusted(f"{refuse}: {problem}", event=event.id, rule="signing")
+    problem = trust.head_problem(*signed_head(tx))
+    if problem:
+        raise Untrusted(f"{refuse}: {problem}", rule="signing")
+    signers = [event.principal]
+    counted = {int(i) for i in event.payload.get("approvals") or []}
+    for approval in (e for e in events if e.id in counted):
+        problem = trust.event_problem(approval)
+        if (approval.action, approval.subject, approval.payload.get("version")) != (
+            "approve",
+            subject,
+            event.payload.get("to"),
+        ):
+            problem = f"{approval.describe()} is no approval of {event.payload.get('to')} on {subject}"
+        if problem:
+            raise Untrusted(
+                f"{refuse}: {event.describe()} counts {problem}", event=event.id, rule="approvals"
+            )
+        signers.append(approval.principal)
+    if event.action != "fallback":  # a fallback is the effect of a signed revoke, not a choice of version
+        needed = None if event.action == "promote" else 1
+        failures = trust.policy.check_signers(image, channel, signers, needed=needed)
+        if failures:
+            raise Untrusted(
+                f"{refuse}: {event.describe()} fails {'; '.join(failures)}", event=event.id, rule=failures[0]
+            )
+    return {"signed": True, "event": event.id, "signers": sorted(set(signers))}
+
+
+def approvals(
+    tx: CatalogTx, policy: Policy, image: str, channel: str, version: str, who: str
+) -> list[int] | None:
+    """The approve events that, with ``who``, make enough distinct signers; None when too few.
+
+    Approvals count from the channel's last move on, for the same version, from distinct signers the
+    policy allows, each signature valid.
+    """
+    subject = f"{image}@{channel}"
+    events = [e for e in trail(tx) if e.subject == subject]
+    since = max((e.id for e in events if e.action in MOVES), default=0)
+    signers, ids = {who}, []
+    for approval in events:
+        if approval.id <= since or approval.action != "approve" or approval.payload.get("version") != version:
+            continue
+        if approval.principal in signers or tx.trust.event_problem(approval) is not None:
+            continue
+        if not policy.check_signers(image, channel, [approval.principal], needed=1):
+            signers.add(approval.principal)
+            ids.append(approval.id)
+    return ids if len(signers) >= policy.rule(image, channel).approvals else None
+
+
+def signed_test(tx: CatalogTx, version: Any, channel: str) -> list[str]:
+    """The rule ``requires_passing_test: {signers}``: the newest test event is signed by one of them."""
+    patterns = tx.trust.policy.rule(version.image, channel).test_signers
+    if patterns is None:
+        return []
+    tests = [e for e in trail(tx) if e.subject == version.ref and e.action == "test"]
+    rule = f"rule 'requires_passing_test' (signed by {', '.join(patterns)})"
+    if not tests:
+        return [f"{rule}: {version.ref} has no signed test result"]
+    newest = tests[-1]
+    problem = tx.trust.event_problem(newest)
+    if problem:
+        return [f"{rule}: {problem}"]
+    if not newest.payload.get("passed"):
+        return [f"{rule}: the newest test of {version.ref} ({newest.describe()}) failed"]
+    if not any(fnmatch.fnmatchcase(newest.principal, p) for p in patterns):
+        return [f"{rule}: the newest test of {version.ref} was signed by {newest.principal!r}"]
+    return []
+
+
+def signed_before(tx: CatalogTx, image: str, channel: str, version: str | None) -> list[str]:
+    """A rollback target must be a version a valid signed event put on the channel before."""
+    subject = f"{image}@{channel}"
+    for event in reversed(trail(tx)):
+        if (
+            event.subject == subject
+            and event.action in ("promote", "rollback")
+            and event.payload.get("to") == version
+        ):
+            if tx.trust.event_problem(event) is None:
+                return []
+    return [f"rule 'signing': no valid signed event ever put {version} on channel {subject}"]

@@ -8,6 +8,7 @@ named by the module's options, and runs (or, in check mode, plans) the roll-out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -17,6 +18,8 @@ from ..observe import report
 from ..rollout.engine import Rollout
 from ..rollout.health import HealthCheck, Prober, probe_once
 from ..rollout.interfaces import NullLoadBalancer
+from ..rollout.journal import SharedJournal
+from ..rollout.lock import LeaseLock
 from ..rollout.options import RolloutError, RolloutOptions, check_deployable
 
 PROVIDERS = ("docker",)
@@ -91,7 +94,7 @@ def execute(
     group = params["group"]
     options = RolloutOptions(**{k: params[k] for k in OPTION_NAMES if params.get(k) is not None})
     check_health = HealthCheck.from_options(params.get("health"))
-    with Catalog(params.get("catalog")) as catalog:
+    with Catalog(params.get("catalog")) as catalog, contextlib.ExitStack() as stack:
         target = resolve_target(catalog, params.get("version"), params.get("channel"), params.get("image"))
         if provider is None:
             provider, built_lb = build_backends(
@@ -108,6 +111,12 @@ def execute(
         rollout = Rollout(
             group, target, provider, load_balancer, prober, options, resolve_version=catalog.get
         )
+        # A shared catalog (PostgreSQL) keeps the group's lease and journal, for every runner to see.
+        shared = catalog.shared_rollouts()
+        if shared:
+            stack.callback(shared.close)
+            rollout.lock = LeaseLock(shared, group)
+            rollout.journal_keeper = SharedJournal(shared, group)
         if check:
             plan = rollout.plan()
             before = {str(s["slot"]): s["from"] for b in plan["batches"] for s in b["slots"]}

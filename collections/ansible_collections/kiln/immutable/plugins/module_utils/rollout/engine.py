@@ -30,7 +30,7 @@ from ..common.files import write_json_atomic
 from ..common.paths import state_dir
 from .health import HealthOutcome, Prober
 from .interfaces import SERVER_DRAIN, SERVER_READY, Instance, LoadBalancer, NullLoadBalancer, Provider
-from .journal import UNFINISHED, Journal, _now, read_journal
+from .journal import UNFINISHED, FileJournal, Journal, _now
 from .lock import GroupLock
 from .options import (
     Limits,
@@ -67,6 +67,8 @@ class Rollout:
         resolve_version: Callable[[str], Any] | None = None,
         root: str | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        lock: Any = None,
+        journal_keeper: Any = None,
     ):
         validate_group(group)
         check_deployable(target)
@@ -79,7 +81,9 @@ class Rollout:
         self.resolve_version = resolve_version
         self.folder = os.path.join(root or os.path.join(state_dir(), "rollouts"), group)
         self.journal_path = os.path.join(self.folder, "journal.json")
-        self.lock = GroupLock(os.path.join(self.folder, "lock"), group)
+        # One roll-out per group: on this machine (whatever the state folder), or in the shared catalog.
+        self.lock = lock or GroupLock(None, group)
+        self.journal_keeper = journal_keeper or FileJournal
         self.on_event = on_event
         self.journal: Journal | None = None
         self.limits: Limits | None = None
@@ -93,7 +97,7 @@ class Rollout:
 
     def _look(self) -> tuple[dict[str, Any] | None, str, bool, list[Instance], list[int]]:
         """A read-only look at the journal and the group: (journal, phase, resuming, instances, slots)."""
-        journal = read_journal(self.journal_path)
+        journal = self.journal_keeper.read(self.journal_path)
         phase, resuming = self._decide(journal)
         instances = self.provider.list_instances(self.group)
         # A slot emptied just before a crash has no instance any more; an unfinished journal still knows
@@ -249,7 +253,7 @@ class Rollout:
                 "batches": [],
                 "events": [],
             }
-        self.journal = Journal(self.journal_path, doc, self.on_event)
+        self.journal = Journal(self.journal_path, doc, self.on_event, self.journal_keeper)
         self.journal.event("resume" if resuming else "start", target=self.target.ref, phase=phase)
         for hook_owner in (self.provider, self.lb):
             prepare = getattr(hook_owner, "prepare", None)
