@@ -25,6 +25,7 @@ from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog imp
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.policy import Policy
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.signing import Signer, SigningError
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.trust import Trust
+from catalog_support import raw_sql
 
 POLICY = """
 signing:
@@ -52,9 +53,9 @@ def line(identity: str, key: Path, options: str = 'namespaces="kiln"') -> str:
 
 
 class World:
-    def __init__(self, tmp_path: Path):
+    def __init__(self, tmp_path: Path, location: str):
         self.root = tmp_path
-        self.db = str(tmp_path / "catalog.db")
+        self.db = location
         (tmp_path / "policy.yml").write_text(POLICY)
         self.keys = {name: make_key(tmp_path, name) for name in ("ci", "alice", "bob", "mallory", "stranger")}
         self.identities = {
@@ -79,18 +80,15 @@ class World:
         with Catalog(self.db, trust=None) as plain:
             return plain.export()
 
-    def sql(self, statement: str, params: tuple = ()) -> None:
-        conn = sqlite3.connect(self.db)
-        conn.execute(statement, params)
-        conn.commit()
-        conn.close()
+    def sql(self, statement: str, params: tuple = ()) -> list[tuple]:
+        return raw_sql(self.db, statement, params)[0]
 
 
 @pytest.fixture
-def world(tmp_path, monkeypatch):
+def world(tmp_path, monkeypatch, catalog_location):
     monkeypatch.delenv("KILN_POLICY", raising=False)
     monkeypatch.delenv("KILN_SIGNING_KEY", raising=False)
-    world = World(tmp_path)
+    world = World(tmp_path, catalog_location)
     with world.catalog("ci") as ci:
         for _ in range(2):
             name = ci.reserve_version("api")
@@ -205,19 +203,15 @@ def test_a_deleted_or_inserted_event_is_named(world):
 def test_rewriting_the_whole_trail_with_a_fresh_head_is_detected(world):
     """An attacker recomputes every hash and the head: the hashes hold, the signatures do not."""
     edit_event(world, 3, to="api/2")
-    conn = sqlite3.connect(world.db)
-    rows = conn.execute(
-        "SELECT id, at, principal, action, subject, payload FROM events ORDER BY id"
-    ).fetchall()
-    prev = GENESIS
+    rows = world.sql("SELECT id, at, principal, action, subject, payload FROM events ORDER BY id")
+    prev, updates = GENESIS, []
     for event_id, at, who, action, subject, payload in rows:
         digest = event_hash(event_id, at, who, action, subject, payload, prev)
-        conn.execute("UPDATE events SET prev_hash=?, hash=? WHERE id=?", (prev, digest, event_id))
+        updates.append(("UPDATE events SET prev_hash=?, hash=? WHERE id=?", (prev, digest, event_id)))
         prev = digest
-    conn.execute("UPDATE meta SET value=? WHERE key='head'", (f"{rows[-1][0]}:{prev}",))
-    conn.execute("UPDATE channels SET version='api/2' WHERE channel='dev'")
-    conn.commit()
-    conn.close()
+    updates.append(("UPDATE meta SET value=? WHERE key='head'", (f"{rows[-1][0]}:{prev}",)))
+    updates.append(("UPDATE channels SET version='api/2' WHERE channel='dev'", ()))
+    raw_sql(world.db, updates)
     with Catalog(world.db, trust=None) as unsigned:
         assert unsigned.verify()["ok"]  # what an unsigned catalog cannot tell
     with world.catalog("ci") as catalog:
