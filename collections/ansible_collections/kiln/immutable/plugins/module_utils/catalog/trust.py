@@ -175,7 +175,7 @@ MOVES = ("promote", "rollback", "fallback")
 
 
 def trail(tx: CatalogTx) -> list[Event]:
-    return [Event(**{**audit.event_dict(row)}) for row in tx.all_events()]
+    return [Event(**audit.event_dict(row)) for row in tx.all_events()]
 
 
 def signed_head(tx: CatalogTx) -> tuple[str | None, dict | None]:
