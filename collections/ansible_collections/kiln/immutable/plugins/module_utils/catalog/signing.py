@@ -155,7 +155,11 @@ class AllowedSigners:
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
         if not os.path.isfile(self.path):
-            raise SigningError(f"allowed_signers file {self.path} does not exist", path=self.path)
+            raise SigningError(
+                f"allowed_signers file {self.path} does not exist: list the signers' public keys there "
+                "(scripts/setup lists a local key for inventories/local; see the README's Access control)",
+                path=self.path,
+            )
 
     def identities(self, armored: str, at: dt.datetime) -> list[str]:
         """Every identity whose key, valid at ``at``, made this signature (data not checked)."""
