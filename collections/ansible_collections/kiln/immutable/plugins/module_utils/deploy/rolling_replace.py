@@ -18,6 +18,7 @@ from ..observe import report
 from ..rollout.engine import Rollout
 from ..rollout.health import HealthCheck, Prober, probe_once
 from ..rollout.interfaces import NullLoadBalancer
+from ..rollout.interrupt import StopRequest, stop_when_asked
 from ..rollout.journal import SharedJournal
 from ..rollout.lock import LeaseLock
 from ..rollout.options import RolloutError, RolloutOptions, check_deployable
@@ -80,7 +81,7 @@ class ProgressLog:
 
     def __call__(self, event: dict[str, Any]) -> None:
         fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "at", "event"))
-        with open(self.path, "a") as handle:
+        with contextlib.suppress(OSError), open(self.path, "a") as handle:  # a full disk: the journal says so
             handle.write(f"{event['at']} {event['event']} {fields}\n")
 
 
@@ -129,7 +130,8 @@ def execute(
                 "diff": {"before": before, "after": after},
             }
         rollout.on_event = ProgressLog(os.path.join(rollout.folder, "progress.log"))
-        result = rollout.run()
+        with stop_when_asked(StopRequest()) as rollout.stop:
+            result = rollout.run()
     result["report_path"] = report.write_html(result)  # the page beside the result JSON
     touched = {s for b in result["batches"] for s in map(str, b["slots"])}
     result["diff"] = {
@@ -141,6 +143,13 @@ def execute(
 
 def failure_message(result: dict[str, Any]) -> str | None:
     """The module's failure message for a roll-out that did not reach its target, else None."""
+    if result["status"] == "interrupted":
+        stop = next((e for e in reversed(result["events"]) if e["event"] == "interrupted"), {})
+        return (
+            f"roll-out of group {result['group']} to {result['target']} was interrupted "
+            f"({stop.get('reason') or 'stop requested'}) at a safe point with {stop.get('in_service')} "
+            "instance(s) in service; run it again to resume"
+        )
     if result["status"] not in FAILED:
         return None
     failed = ", ".join(map(str, result["failed_slots"])) or "none"
