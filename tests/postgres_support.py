@@ -84,6 +84,7 @@ class Cluster:
         return self
 
     def pg_ctl(self, action: str) -> None:
+        """``start`` or ``stop`` (a restart would hand the server pg_ctl's output pipe: stop, then start)."""
         args = [_binary("pg_ctl"), "-D", self.data, "-w", "-t", "60"]
         if action == "start":
             options = f"-k {self.folder} -h 127.0.0.1 -p {self.port} -c fsync=off -c max_connections=100"

@@ -21,9 +21,9 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 LEASE_S = 30  # the lease a dead runner leaves behind (rollout.lock.LeaseLock's default)
 
 
-def _start(env: dict, inventory: str, group: str, ref: str) -> subprocess.Popen:
+def _start(env: dict, inventory: str, group: str, ref: str, warmup: float = 0) -> subprocess.Popen:
     extra = {"kiln_group": group, "kiln_version": ref, "kiln_rollout": {"batch_size": 1, "max_surge": 1}}
-    extra["kiln_health"] = {"interval": 0.3, "healthy_threshold": 4}
+    extra["kiln_health"] = {"interval": 0.3, "healthy_threshold": 4, "warmup": warmup}
     return subprocess.Popen(
         [
             str(VENV_BIN / "ansible-playbook"),
@@ -63,7 +63,7 @@ def test_two_runners_one_refused_then_the_survivor_takes_over(rollout_world, pos
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 0, out[-3000:]
 
-    a = _start(runner["a"], inventory, group, target)
+    a = _start(runner["a"], inventory, group, target, warmup=20)  # slow batches: B meets A running
     try:
         wait_for(lambda: _journal(location, group).get("target") == target, 120, "runner A to start")
         wait_for(
@@ -73,6 +73,7 @@ def test_two_runners_one_refused_then_the_survivor_takes_over(rollout_world, pos
         )
         refused = _start(runner["b"], inventory, group, target)
         out_b, _ = refused.communicate(timeout=120)
+        assert a.poll() is None, "runner A ended before runner B tried"
         assert refused.returncode != 0 and f"a roll-out of group '{group}' is already running" in out_b
         os.kill(_journal(location, group)["pid"], signal.SIGKILL)  # the module process of runner A
         os.killpg(a.pid, signal.SIGKILL)

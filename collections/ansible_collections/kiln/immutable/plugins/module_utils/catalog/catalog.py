@@ -19,7 +19,7 @@ team); the work is done by the pieces beside this file: :mod:`.versions`, :mod:`
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..common.paths import catalog_location
@@ -297,8 +297,8 @@ class Catalog:
         ref: str,
         *,
         check: bool = False,
-        running: retention.Running | None = None,
-        remove_artifact: retention.RemoveArtifact | None = None,
+        running: Iterable[str] | Callable[[], Iterable[str]] | None = None,
+        remove_artifact: Callable[[str, dict], list[str]] | None = None,
     ) -> PruneResult:
         """Remove one version, and its artifacts when ``remove_artifact`` is given.
 
@@ -318,9 +318,9 @@ class Catalog:
         *,
         keep: int = 5,
         history_depth: int = 3,
-        running: retention.Running | None = None,
+        running: Iterable[str] | Callable[[], Iterable[str]] | None = None,
         check: bool = False,
-        remove_artifact: retention.RemoveArtifact | None = None,
+        remove_artifact: Callable[[str, dict], list[str]] | None = None,
     ) -> PruneResult:
         """Remove all but the newest ``keep`` versions of each image, and their artifacts.
 

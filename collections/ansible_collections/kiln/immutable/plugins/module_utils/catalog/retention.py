@@ -19,11 +19,8 @@ from .errors import CatalogError
 from .model import PruneResult, Version, check_ident, split_ref
 from .store.base import CatalogTx
 
-Running = Iterable[str] | Callable[[], Iterable[str]]
-RemoveArtifact = Callable[[str, dict], list]
 
-
-def in_use(running: Running | None) -> set[str]:
+def in_use(running: Iterable[str] | Callable[[], Iterable[str]] | None) -> set[str]:
     if running is None:
         raise CatalogError(
             "cannot tell which versions instances run, so nothing is removed: pass the running versions"
@@ -31,7 +28,9 @@ def in_use(running: Running | None) -> set[str]:
     return set(running() if callable(running) else running)
 
 
-def remove(tx: CatalogTx, ref: str, running: Running | None, check: bool) -> Version:
+def remove(
+    tx: CatalogTx, ref: str, running: Iterable[str] | Callable[[], Iterable[str]] | None, check: bool
+) -> Version:
     img, name = split_ref(ref)
     version = versions.require(tx, img, name)
     using = tx.channels_on(img, ref)
@@ -45,7 +44,12 @@ def remove(tx: CatalogTx, ref: str, running: Running | None, check: bool) -> Ver
 
 
 def prune(
-    tx: CatalogTx, image: str | None, keep: int, history_depth: int, running: Running | None, check: bool
+    tx: CatalogTx,
+    image: str | None,
+    keep: int,
+    history_depth: int,
+    running: Iterable[str] | Callable[[], Iterable[str]] | None,
+    check: bool,
 ) -> tuple[list[Version], dict[str, str]]:
     """``(versions removed, {ref: why it is kept})``."""
     images = [check_ident("image", image)] if image else tx.counted_images()
@@ -75,7 +79,7 @@ def prune(
 
 
 def remove_artifacts(
-    versions_gone: list[Version], result: PruneResult, remove_artifact: RemoveArtifact
+    versions_gone: list[Version], result: PruneResult, remove_artifact: Callable[[str, dict], list[str]]
 ) -> None:
     """Hand each removed version's artifacts to ``remove_artifact``; what it cannot do is a warning."""
     for version in versions_gone:

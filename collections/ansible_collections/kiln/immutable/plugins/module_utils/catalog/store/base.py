@@ -11,7 +11,7 @@ the three primitives ``_one``, ``_all`` and ``_run`` for its driver.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 VERSION_COLUMNS = "seq, name, status, revoke_at, doc"
@@ -362,23 +362,25 @@ class CatalogTx:
 
 
 class Store:
-    """What the catalog needs from a store: transactions, a description, and ``close``."""
+    """What the catalog needs from a store: transactions, a description, and ``close``.
+
+    ``read()`` is a context manager giving a consistent snapshot; ``write()`` one giving an
+    all-or-nothing write, serialised against every other writer, from any machine. Both yield a
+    :class:`CatalogTx`.
+    """
 
     location: str
 
-    @contextlib.contextmanager
-    def read(self) -> Iterator[CatalogTx]:
-        """A consistent snapshot for reading."""
+    def read(self) -> contextlib.AbstractContextManager[CatalogTx]:
         raise NotImplementedError
-        yield
 
-    @contextlib.contextmanager
-    def write(self) -> Iterator[CatalogTx]:
-        """An all-or-nothing write, serialised against every other writer, from any machine."""
+    def write(self) -> contextlib.AbstractContextManager[CatalogTx]:
         raise NotImplementedError
-        yield
 
     def describe(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
         raise NotImplementedError
 
     def shared_rollouts(self) -> Any:
@@ -386,6 +388,3 @@ class Store:
         and rollout.journal.SharedJournal), or None when the store lives on one machine, where the
         machine-wide lock and the state folder's journal are enough."""
         return None
-
-    def close(self) -> None:
-        raise NotImplementedError

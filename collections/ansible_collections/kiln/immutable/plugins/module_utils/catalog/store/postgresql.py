@@ -19,6 +19,7 @@ import contextlib
 import functools
 import json
 import os
+import secrets
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -249,16 +250,32 @@ class PostgresStore(Store):
             self._conn.close()
             self._conn = None
 
-    @contextlib.contextmanager
-    def _transaction(self, begin: str, what: str) -> Iterator[PostgresTx]:
+    def _begin(self, begin: str, retry: bool = True):
+        """An open transaction; a connection the server dropped while idle (a restart) is replaced once."""
         if self._conn is None or self._conn.closed or self._conn.broken:
             self.close()
             self._connect()
-        conn = self._conn
         try:
-            conn.execute(begin)
+            self._conn.execute(begin)
+        except psycopg.OperationalError as exc:
+            if self._conn.broken and retry:
+                return self._begin(begin, retry=False)
+            raise CatalogError(
+                f"catalog server {self.server} cannot start a transaction ({_first_line(exc)})",
+                host=self._where["host"],
+                port=self._where["port"],
+            ) from None
+        return self._conn
+
+    @contextlib.contextmanager
+    def _transaction(self, begin: str, what: str, first: tuple[str, ...] = ()) -> Iterator[PostgresTx]:
+        conn = self._begin(begin)
+        try:
             try:
-                yield PostgresTx(conn)
+                tx = PostgresTx(conn)
+                for statement in first:
+                    tx.ddl(statement)
+                yield tx
             except BaseException:
                 if not conn.broken:
                     conn.execute("ROLLBACK")
@@ -290,20 +307,26 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise CatalogError(f"catalog {self.location}: {what} failed: {_first_line(exc)}") from exc
 
-    @contextlib.contextmanager
-    def read(self) -> Iterator[PostgresTx]:
-        with self._transaction("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", "read") as tx:
-            yield tx
+    def read(self) -> contextlib.AbstractContextManager[PostgresTx]:
+        return self._transaction("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", "read")
 
-    @contextlib.contextmanager
-    def write(self) -> Iterator[PostgresTx]:
-        with self._transaction("BEGIN", "write") as tx:
-            tx.ddl(f"SET LOCAL lock_timeout = {int(self.busy_timeout_s * 1000)}")
-            tx.ddl(_WRITE_LOCK)
-            yield tx
+    def write(self) -> contextlib.AbstractContextManager[PostgresTx]:
+        # Writers queue on the catalog's advisory lock, for at most the busy timeout.
+        lock_timeout = f"SET LOCAL lock_timeout = {int(self.busy_timeout_s * 1000)}"
+        return self._transaction("BEGIN", "write", (lock_timeout, _WRITE_LOCK))
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "postgresql", "url": self.location}
+
+    def fingerprint_key(self) -> bytes:
+        """The secret that keys the hashes of sensitive build inputs, made once for every runner."""
+        with self.read() as tx:
+            value = tx.meta("fingerprint_key")
+        if value is None:
+            with self.write() as tx:
+                value = tx.meta("fingerprint_key") or secrets.token_hex(32)
+                tx.set_meta("fingerprint_key", value)
+        return bytes.fromhex(value)
 
 
 def _first_line(exc: Exception) -> str:
