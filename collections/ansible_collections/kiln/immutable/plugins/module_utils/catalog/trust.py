@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import audit
@@ -26,6 +26,7 @@ from .signing import AllowedSigners, BadSignature, Signature, Signer, payload
 from .store.base import CatalogTx
 
 SIGNATURE_KEY = "signature"
+CLOCK_SKEW = timedelta(minutes=5)
 POLICY_ENV = "KILN_POLICY"
 
 
@@ -148,20 +149,34 @@ class Trust:
         without a key. Who made them is simply not known; a channel they moved must be moved again.
         """
         problems = []
-        previous: Event | None = None
         signing = False
+        events = list(events)
         for event in events:
             signing = signing or event.signature is not None
-            if not signing:
-                continue
-            problem = self.event_problem(event)
+            problem = self.event_problem(event) if signing else None
             if problem:
                 problems.append(problem)
-            elif previous is not None and event.when < previous.when:
-                problems.append(f"{event.describe()} is dated before the event it follows (backdated?)")
-            previous = event
         head_problem = self.head_problem(head, signed_head)
-        return problems + ([head_problem] if head_problem else [])
+        return problems + dating_problems(events, signed_head) + ([head_problem] if head_problem else [])
+
+
+def dating_problems(events: list[Event], signed_head: dict | None) -> list[str]:
+    """Times only move forward along the trail, and the head is signed at the newest event's time.
+
+    A key retired with ``valid-before`` is checked at the time an event claims; without this, its
+    holder could append an event dated back to when the key was still valid. ``CLOCK_SKEW`` allows
+    for the clocks of several machines writing one shared catalog.
+    """
+    problems = [
+        f"{event.describe()} is dated before the event it follows (backdated?)"
+        for before, event in zip(events, events[1:], strict=False)
+        if event.when < before.when - CLOCK_SKEW
+    ]
+    if signed_head and events and str(signed_head.get("at")) != events[-1].at:
+        problems.append(
+            f"the head's signature is dated {signed_head.get('at')}, not with {events[-1].describe()}"
+        )
+    return problems
 
 
 # ------------------------------------------------------------------------------- the catalog's side
@@ -219,7 +234,10 @@ def verify_channel(tx: CatalogTx, image: str, channel: str) -> dict:
     problem = trust.event_problem(event)
     if problem:
         raise Untrusted(f"{refuse}: {problem}", event=event.id, rule="signing")
-    problem = trust.head_problem(*signed_head(tx))
+    head, head_signature = signed_head(tx)
+    problem = trust.head_problem(head, head_signature) or next(
+        iter(dating_problems(events, head_signature)), None
+    )
     if problem:
         raise Untrusted(f"{refuse}: {problem}", rule="signing")
     signers = [event.principal]
