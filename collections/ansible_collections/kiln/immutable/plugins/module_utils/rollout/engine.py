@@ -69,9 +69,9 @@ class Rollout:
         resolve_version: Callable[[str], Any] | None = None,
         root: str | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        stop: StopRequest | None = None,
         lock: Any = None,
         journal_keeper: Any = None,
-        stop: StopRequest | None = None,
     ):
         validate_group(group)
         check_deployable(target)
@@ -261,8 +261,8 @@ class Rollout:
             self.journal_path,
             doc,
             self.on_event,
-            self.journal_keeper,
             on_write_error=lambda exc: self.stop.set(f"journal {self.journal_path} cannot be written: {exc}"),
+            keeper=self.journal_keeper,
         )
         self.journal.event("resume" if resuming else "start", target=self.target.ref, phase=phase)
         for hook_owner in (self.provider, self.lb):

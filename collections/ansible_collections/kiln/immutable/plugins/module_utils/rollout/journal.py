@@ -82,8 +82,8 @@ class Journal:
         path: str,
         doc: dict[str, Any],
         on_event: Callable[[dict[str, Any]], None] | None = None,
-        keeper: Any = FileJournal,
         on_write_error: Callable[[OSError], None] | None = None,
+        keeper: Any = FileJournal,
     ):
         self.path = path
         self.doc = doc
@@ -91,8 +91,8 @@ class Journal:
         self.write_error: OSError | None = None
         self._lock = threading.RLock()
         self._on_event = on_event
-        self._keeper = keeper
         self._on_write_error = on_write_error
+        self._keeper = keeper
 
     def save(self) -> None:
         """Write the document; a failed write (a full disk) leaves the last good one and is reported once.
