@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
@@ -22,11 +21,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def _journal(world, group: str) -> dict:
-    path = Path(world.env["KILN_STATE_DIR"]) / "rollouts" / group / "journal.json"
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
+    return world.journal(group)
 
 
 def _start(world, tmp_path, group: str, size: int, key: str, rollout: dict, health: dict) -> subprocess.Popen:

@@ -157,6 +157,10 @@ def failure_message(result: dict[str, Any]) -> str | None:
         i.get("detail", "") for b in result["batches"] for i in b["instances"] if i["outcome"] == "failed"
     ]
     why = f" ({details[0]})" if details else ""
+    verdicts = [a for a in result.get("analysis") or [] if a["verdict"] == "Failed"]
+    if verdicts:
+        why = f" (analysis of {verdicts[-1]['step']} failed: {'; '.join(verdicts[-1]['reasons'])})"
+        failed = "of the analysed batch"
     if result["status"] == "rolled_back":
         return (
             f"roll-out of group {result['group']} to {result['target']} stopped after failed slot(s) {failed}"
