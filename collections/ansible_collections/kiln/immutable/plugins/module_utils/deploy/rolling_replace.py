@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from ..catalog.catalog import Catalog, CatalogError
+from ..common.files import private_dirs
 from ..observe import report
 from ..rollout.engine import Rollout
 from ..rollout.health import HealthCheck, Prober, probe_once
@@ -76,7 +77,7 @@ class ProgressLog:
 
     def __init__(self, path: str):
         self.path = path
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        private_dirs(os.path.dirname(path))
 
     def __call__(self, event: dict[str, Any]) -> None:
         fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "at", "event"))
