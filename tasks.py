@@ -27,6 +27,7 @@ def _env(c) -> dict:
         "KILN_STATE_DIR": str(state),
         "KILN_CATALOG": _utils("common.paths").catalog_location(c.kiln.catalog, str(state)),
         "KILN_ROOT": str(ROOT),
+        "KILN_POLICY": _policy_path(c),  # its signing section decides whether events are signed
     }
 
 
@@ -38,16 +39,25 @@ def _playbook(
     warn: bool = False,
     env: dict | None = None,
 ):
-    """Run ``kiln.immutable.<name>`` with ``extra_vars`` passed as one JSON document."""
+    """Run ``kiln.immutable.<name>`` with ``extra_vars`` passed as one JSON document.
+
+    The document goes in a file only this user can read, removed afterwards: values (build variables,
+    secrets among them) never appear on a command line, which every local user can read, or in the
+    command echoed here.
+    """
     import json
+    import tempfile
 
     cmd = ["ansible-playbook", f"kiln.immutable.{name}", "-i", str(ROOT / c.kiln.inventory)]
-    if extra_vars:
-        cmd += ["-e", json.dumps(extra_vars)]
     if check:
         cmd.append("--check")
-    with c.cd(str(ROOT)):
-        return c.run(shlex.join(cmd), env={**_env(c), **(env or {})}, pty=False, warn=warn)
+    with tempfile.NamedTemporaryFile("w", prefix="kiln-vars-", suffix=".json") as handle:  # mode 0600
+        if extra_vars:
+            json.dump(extra_vars, handle)
+            handle.flush()
+            cmd += ["-e", f"@{handle.name}"]
+        with c.cd(str(ROOT)):
+            return c.run(shlex.join(cmd), env={**_env(c), **(env or {})}, pty=False, warn=warn)
 
 
 def _parse_vars(pairs) -> dict:
@@ -121,14 +131,14 @@ def _catalog(c):
 
     if str(ROOT / "collections") not in sys.path:
         sys.path.insert(0, str(ROOT / "collections"))
-    from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import (
-        Catalog,
-        CatalogError,
-    )
+    from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
+    from ansible_collections.kiln.immutable.plugins.module_utils.catalog.trust import Trust
+    from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 
+    env = _env(c)
     try:
-        return Catalog(_env(c)["KILN_CATALOG"])
-    except CatalogError as exc:
+        return Catalog(env["KILN_CATALOG"], trust=Trust.from_environment(env))
+    except KilnError as exc:  # the catalog, the policy or its allowed_signers file
         raise Exit(f"kiln: {exc}") from exc
 
 
@@ -263,8 +273,12 @@ def catalog_verify(c):
     """Check the catalog's audit trail; an edited or deleted event, or a row changed outside kiln, fails."""
     report = _catalog_call(c, lambda catalog: catalog.verify())
     if not report["ok"]:
-        raise Exit("kiln: the catalog does not verify:\n  " + "\n  ".join(report["problems"]))
-    print(f"catalog verified: {report['events']} events, head {report['head']}")
+        raise Exit(
+            f"kiln: the catalog does not verify; first: {report['problems'][0]}\n  "
+            + "\n  ".join(report["problems"])
+        )
+    signed = "every event signed" if report["signed"] else "unsigned (the policy does not turn signing on)"
+    print(f"catalog verified: {report['events']} events, head {report['head']}, {signed}")
 
 
 @task(help={"output": "the file to write (default: catalog.json; '-' for standard output)"})

@@ -73,6 +73,13 @@ options:
       - Path of the promotion policy file (YAML) whose rules apply to this move.
       - When not set, the environment variable E(KILN_POLICY); when neither is set, no policy applies
         (only the catalog's own rules, such as refusing revoked versions).
+      - When the policy turns C(signing) on, the move is signed and its rules speak of signers.
+    type: path
+  signing_key:
+    description:
+      - The SSH key that signs the move when the policy turns C(signing) on, a private key file or the
+        public key of a key ssh-agent holds.
+      - Default is E(KILN_SIGNING_KEY), else C(~/.config/kiln/signing_key), else the first key of ssh-agent.
     type: path
 """
 
@@ -153,6 +160,8 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.policy import Policy
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.signing import Signer
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.trust import Trust
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 
 
@@ -167,6 +176,7 @@ def main() -> None:
             to=dict(type="str"),
             reason=dict(type="str", default=""),
             policy=dict(type="path"),
+            signing_key=dict(type="path", no_log=False),
             catalog=dict(type="path"),
         ),
         mutually_exclusive=[("version", "from_channel"), ("to", "version"), ("to", "from_channel")],
@@ -181,7 +191,7 @@ def main() -> None:
     try:
         policy_path = p["policy"] or os.environ.get("KILN_POLICY")
         policy = Policy.load(policy_path) if policy_path else None
-        with Catalog(p["catalog"]) as catalog:
+        with Catalog(p["catalog"], trust=Trust.of(policy, Signer(p["signing_key"]))) as catalog:
             if p["state"] == "rollback":
                 move = catalog.rollback(
                     p["image"],

@@ -210,7 +210,11 @@ stderr:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kiln.immutable.plugins.module_utils.build.flow import BuildRequest, run
+from ansible_collections.kiln.immutable.plugins.module_utils.build.flow import (
+    BuildRequest,
+    module_variables,
+    run,
+)
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 
 
@@ -220,6 +224,7 @@ def main() -> None:
             template=dict(type="path", required=True),
             image=dict(type="str"),
             variables=dict(type="dict", default={}),
+            sensitive_variables=dict(type="dict", default={}, no_log=True),
             var_files=dict(type="list", elements="path", default=[]),
             only=dict(type="list", elements="str", default=[]),
             # "except" is Packer's name; Python cannot use it as an identifier, hence the dict key
@@ -237,10 +242,15 @@ def main() -> None:
     p = module.params
     if p["timeout"] < 0:
         module.fail_json(msg=f"timeout must be 0 (no limit) or more seconds, got {p['timeout']}")
+    try:
+        variables, secrets = module_variables(p["template"], p["variables"], p["sensitive_variables"])
+    except KilnError as exc:
+        module.fail_json(**exc.fail_kwargs())
+    module.no_log_values.update(secrets)
     request = BuildRequest(
         template=p["template"],
         image=p["image"],
-        variables=p["variables"],
+        variables=variables,
         var_files=p["var_files"],
         only=p["only"],
         except_=p["except"],

@@ -144,7 +144,7 @@ packer_version:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kiln.immutable.plugins.module_utils.build.flow import template_info
+from ansible_collections.kiln.immutable.plugins.module_utils.build.flow import module_variables, template_info
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 
 
@@ -153,6 +153,7 @@ def main() -> None:
         argument_spec=dict(
             template=dict(type="path", required=True),
             variables=dict(type="dict", default={}),
+            sensitive_variables=dict(type="dict", default={}, no_log=True),
             var_files=dict(type="list", elements="path", default=[]),
             packer_path=dict(type="path"),
             validate=dict(type="bool", default=False),
@@ -161,9 +162,11 @@ def main() -> None:
     )
     p = module.params
     try:
+        variables, secrets = module_variables(p["template"], p["variables"], p["sensitive_variables"])
+        module.no_log_values.update(secrets)
         result = template_info(
             p["template"],
-            p["variables"],
+            variables,
             p["var_files"],
             validate_with_packer=p["validate"],
             packer_path=p["packer_path"],

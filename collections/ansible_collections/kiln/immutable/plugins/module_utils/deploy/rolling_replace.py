@@ -15,6 +15,7 @@ from typing import Any
 from ..catalog.catalog import Catalog, CatalogError
 from ..common.aws import OPTION_NAMES as AWS_OPTION_NAMES
 from ..common.aws import AWSSettings
+from ..common.files import private_dirs
 from ..observe import report
 from ..rollout.engine import Rollout
 from ..rollout.health import HealthCheck, Prober, probe_once, with_backend_health
@@ -103,7 +104,7 @@ class ProgressLog:
 
     def __init__(self, path: str):
         self.path = path
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        private_dirs(os.path.dirname(path))
 
     def __call__(self, event: dict[str, Any]) -> None:
         fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "at", "event"))
