@@ -462,9 +462,9 @@ def _pipeline_promote_built(c, built: dict, channel: str) -> tuple[bool, str]:
     return _pipeline_promote(c, built["ref"], channel)
 
 
-def _group_instances(group: str) -> list[tuple[str, str]]:
-    """(instance id, version) of each instance of a group on the local Docker provider."""
-    provider = _utils("providers.docker.provider").DockerProvider()
+def _group_instances(c, group: str) -> list[tuple[str, str]]:
+    """(instance id, version) of each instance of a group, from the group's provider in the inventory."""
+    provider, _inspector = _utils("observe.drift").backends(_groups(c, group)[0])
     return sorted((i.id, i.version) for i in provider.list_instances(group))
 
 
@@ -477,12 +477,12 @@ def _pipeline_rollout(c, channel: str, group: str) -> tuple[bool, str]:
             f"the roll-out stage (invoke rollout) is not available yet: stopped after promotion; "
             f"group {group} was not rolled out"
         )
-    before = _group_instances(group)
+    before = _group_instances(c, group)
     try:
         rollout(c, channel=channel, group=group)
     except Exit as exc:
         raise pipeline.StageFailed(f"the roll-out of {group} failed: {exc.message or exc}") from exc
-    after = _group_instances(group)
+    after = _group_instances(c, group)
     versions = ", ".join(sorted({version for _, version in after})) or "nothing"
     if after == before:
         return False, f"{group} already runs {versions} ({len(after)} instances)"

@@ -2,6 +2,7 @@
 """Roll-out benchmark: kiln against the hand-written baseline, under load through the load balancer.
 
     .venv/bin/python bench/rollout.py [--rate 150] [--instances 6] [--scale 50] [--no-scale] [--published]
+    .venv/bin/python bench/rollout.py --provider aws [--scale 50]   (bench/rollout_aws.py)
 
 1. kiln, 6 instances (batches of 2, surge 2): failed requests, p50/p99 latency, and roll-out time
    against the floor = batches x the measured start-to-healthy time of one instance (goal <= 1.15).
@@ -460,7 +461,14 @@ def main() -> int:
     parser.add_argument("--published", action="store_true", help="also run with published ports, to compare")
     parser.add_argument("--analysis", action="store_true", help="benchmark analysis and strategies instead")
     parser.add_argument("--bake", type=float, default=5.0, help="with --analysis: seconds of each bake")
+    parser.add_argument(
+        "--provider", choices=["docker", "aws"], default="docker", help="aws: against the local AWS API"
+    )
     args = parser.parse_args()
+    if args.provider == "aws":
+        from rollout_aws import run
+
+        return run(args)
 
     bench = Bench(args)
     figures: dict = {}

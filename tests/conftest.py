@@ -84,3 +84,15 @@ def pytest_sessionfinish(session, exitstatus):
     if os.environ.get("CI") == "true" and skipped and exitstatus == 0:
         reporter.write_line(f"{len(skipped)} test(s) skipped in CI: a prerequisite is missing", red=True)
         session.exitstatus = 1
+
+
+# --- The local AWS API (tests/aws_support.py): one moto server per session, stopped afterwards.
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def aws_env():
+    from aws_support import moto_server
+
+    with moto_server() as env:
+        yield env

@@ -41,6 +41,18 @@ variable "aws_source_ami" {
   description = "Debian 12 AMI to start from (look it up per region)."
 }
 
+variable "aws_ami_regions" {
+  type        = list(string)
+  default     = []
+  description = "Other regions the AMI is copied to; kiln records the AMI id of each."
+}
+
+variable "aws_endpoint" {
+  type        = string
+  default     = env("AWS_ENDPOINT_URL")
+  description = "Another EC2 endpoint (a local AWS API): nothing boots there, so no provisioner runs."
+}
+
 source "docker" "web" {
   image  = var.base_image
   pull   = false
@@ -61,10 +73,21 @@ source "amazon-ebs" "web" {
   instance_type = "t3.micro"
   ssh_username  = "admin"
   ami_name      = "kiln-${var.image_name}-${var.version}"
+  ami_regions   = var.aws_ami_regions
   tags = {
     "kiln:image"   = var.image_name
     "kiln:version" = "${var.image_name}/${var.version}"
   }
+  snapshot_tags = {
+    "kiln:image"   = var.image_name
+    "kiln:version" = "${var.image_name}/${var.version}"
+  }
+  # A local AWS API (AWS_ENDPOINT_URL) knows no real regions or credentials and boots nothing.
+  custom_endpoint_ec2        = var.aws_endpoint
+  skip_region_validation     = var.aws_endpoint != ""
+  skip_credential_validation = var.aws_endpoint != ""
+  skip_metadata_api_check    = var.aws_endpoint != ""
+  communicator               = var.aws_endpoint != "" ? "none" : "ssh"
 }
 
 build {
@@ -87,6 +110,8 @@ build {
     extra_arguments = [
       "--become",
       "--extra-vars", "golden_image_version=${var.image_name}/${var.version} golden_image_fault=${var.fault}",
+      # nothing boots on a local AWS API (aws_endpoint): the playbook provisions nothing there
+      "--extra-vars", "kiln_local_aws_api=${var.aws_endpoint != "" ? "true" : "false"}",
     ]
     ansible_env_vars = ["ANSIBLE_CONFIG=${path.root}/../../ansible.cfg"]
   }

@@ -37,6 +37,12 @@ class FakeInspector:
     def health(self, instance):
         return self.healths.get(instance.name, "healthy")
 
+    def expected_image(self, version, instance):
+        return (version.artifacts.get("docker") or {}).get("image_id")
+
+    def unmanaged(self, instance):
+        return None
+
 
 def inst(slot: int, version: str, group: str = "web-prod") -> Instance:
     return Instance(

@@ -14,6 +14,7 @@ from ansible_collections.kiln.immutable.plugins.module_utils.rollout.health impo
     Prober,
     ProbeResult,
     probe_once,
+    with_backend_health,
 )
 from ansible_collections.kiln.immutable.plugins.module_utils.rollout.interfaces import Instance
 
@@ -167,3 +168,44 @@ def test_options_from_yaml_shapes():
         and check.command == ["curl", "-fs", "http://{address}/"]
         and check.interval == 0.5
     )
+
+
+# --- backends' own verdicts (the AWS provider's group health, a target group's target health)
+
+
+def _instance(address: str = ""):
+    return Instance(
+        id="i-1", name="i-1", group="g", slot=0, version="web/1", probe_address=address, backend_address=""
+    )
+
+
+def test_backend_verdicts_come_first_and_decide_without_a_probe_address():
+    direct = []
+
+    def probe(check, instance):
+        direct.append(instance.probe_address)
+        return ProbeResult(True, True, "GET /healthz -> 200")
+
+    def healthy(_i):
+        return ProbeResult(True, True, "target healthy")
+
+    def unhealthy(_i):
+        return ProbeResult(False, True, "marked Unhealthy")
+
+    def no_answer(_i):
+        raise KilnError("throttled")
+
+    check = HealthCheck()
+    assert (
+        with_backend_health([healthy, lambda _i: None], probe)(check, _instance()).detail == "target healthy"
+    )
+    assert direct == [], "no probe address: the backends decide"
+    assert with_backend_health([healthy, unhealthy], probe)(check, _instance("10.0.0.1:80")).answered
+    assert not with_backend_health([healthy, unhealthy], probe)(check, _instance("10.0.0.1:80")).ok
+    result = with_backend_health([no_answer], probe)(check, _instance("10.0.0.1:80"))
+    assert not result.ok and not result.answered and "throttled" in result.detail
+    assert (
+        with_backend_health([healthy], probe)(check, _instance("10.0.0.1:80")).detail == "GET /healthz -> 200"
+    )
+    assert direct == ["10.0.0.1:80"]
+    assert not with_backend_health([lambda _i: None], probe)(check, _instance()).ok

@@ -48,12 +48,20 @@ options:
         type: str
         required: true
       provider:
-        description: What runs the group's instances.
+        description: What runs the group's instances (C(aws) - an Auto Scaling group).
         type: str
         default: docker
-        choices: [docker]
+        choices: [docker, aws]
       provider_options:
-        description: Options of the provider, as for the roll-out (for Docker, C(port) the app listens on).
+        description:
+          - Options of the provider, as for the roll-out (for Docker, C(port) the app listens on; for AWS,
+            C(auto_scaling_group) and C(launch_template)).
+        type: dict
+        default: {}
+      aws:
+        description:
+          - For O(groups[].provider=aws) - C(region), C(profile), C(endpoint_url); keys come from the
+            environment (E(AWS_ACCESS_KEY_ID), ...) or the profile, as in amazon.aws modules.
         type: dict
         default: {}
       health:
@@ -180,8 +188,9 @@ def main() -> None:
                     group=dict(type="str", required=True),
                     image=dict(type="str", required=True),
                     channel=dict(type="str", required=True),
-                    provider=dict(type="str", default="docker", choices=["docker"]),
+                    provider=dict(type="str", default="docker", choices=["docker", "aws"]),
                     provider_options=dict(type="dict", default={}),
+                    aws=dict(type="dict", default={}),
                     health=dict(type="dict"),
                     load_balancer=dict(type="str", default="none", choices=["haproxy", "none"]),
                 ),

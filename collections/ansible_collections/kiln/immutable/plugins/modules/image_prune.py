@@ -14,6 +14,9 @@ description:
   - Never removes a version that a channel points at, one of the last O(history_depth) versions a channel
     pointed at (so that rollback keeps working), or one that an instance runs (a Docker container labelled
     C(kiln.version), running or stopped).
+  - With O(remove_images), the AMIs of a removed version are deregistered in every region and their
+    snapshots deleted, unless an instance runs one or a launch template version in use (a default,
+    the latest, or the one an Auto Scaling group launches from) names it.
   - The catalog's audit trail keeps the full record of every removed version.
   - In check mode, lists what would be removed and why the rest is kept.
 author:
@@ -22,6 +25,7 @@ extends_documentation_fragment:
   - kiln.immutable.attributes
   - kiln.immutable.attributes.actiongroup_kiln
   - kiln.immutable.catalog
+  - kiln.immutable.aws
 attributes:
   check_mode:
     support: full
@@ -73,7 +77,9 @@ kept:
   type: dict
   sample: {web/9: one of the newest 5, web/4: channel prod points at it, web/1: run by an instance}
 images_removed:
-  description: The Docker image tags removed.
+  description:
+    - The Docker image tags removed, and the AMIs and snapshots deregistered and deleted (C(region:id)).
+    - An AMI that an instance or a launch template version in use needs is kept and named in C(warnings).
   returned: always
   type: list
   elements: str
@@ -82,7 +88,9 @@ images_removed:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.common import aws
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.providers.aws import images
 from ansible_collections.kiln.immutable.plugins.module_utils.providers.docker.images import (
     remove_image,
     running_versions,
@@ -97,19 +105,22 @@ def main() -> None:
             history_depth=dict(type="int", default=3),
             remove_images=dict(type="bool", default=True),
             catalog=dict(type="path"),
+            **aws.argument_spec(),
         ),
         supports_check_mode=True,
     )
     p = module.params
     try:
         with Catalog(p["catalog"]) as catalog:
+            settings = aws.AWSSettings.from_options({k: p[k] for k in aws.OPTION_NAMES})
+            remover = images.ami_remover(settings, then=remove_image)  # AMIs only where a version has them
             result = catalog.prune(
                 p["image"],
                 keep=p["keep"],
                 history_depth=p["history_depth"],
                 check=module.check_mode,
                 running=running_versions,
-                remove_artifact=remove_image if p["remove_images"] else None,
+                remove_artifact=remover if p["remove_images"] else None,
             )
     except KilnError as exc:
         module.fail_json(**exc.fail_kwargs())

@@ -24,6 +24,7 @@ extends_documentation_fragment:
   - kiln.immutable.attributes
   - kiln.immutable.attributes.actiongroup_kiln
   - kiln.immutable.catalog
+  - kiln.immutable.aws
 attributes:
   check_mode:
     support: full
@@ -168,6 +169,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+amis_marked:
+  description: The AMIs (C(region:ami)) tagged C(kiln:revoked) with the reason, or untagged on restore.
+  returned: when the version has AMIs and its status changed
+  type: list
+  elements: str
 ref:
   description: The version's reference.
   returned: always
@@ -215,7 +221,9 @@ from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog imp
     Version,
     split_ref,
 )
+from ansible_collections.kiln.immutable.plugins.module_utils.common import aws
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.providers.aws import images
 from ansible_collections.kiln.immutable.plugins.module_utils.providers.docker.images import (
     remove_image,
     running_versions,
@@ -312,6 +320,7 @@ def main() -> None:
             revoke_at=dict(type="str"),
             fallback=dict(type="bool", default=True),
             catalog=dict(type="path"),
+            **aws.argument_spec(),
         ),
         required_one_of=[("image", "version")],
         required_if=[
@@ -323,6 +332,7 @@ def main() -> None:
     )
     p = module.params
     check = module.check_mode
+    settings = aws.AWSSettings.from_options({k: p[k] for k in aws.OPTION_NAMES})
     try:
         with Catalog(p["catalog"]) as catalog:
             if p["state"] == "present":
@@ -334,7 +344,10 @@ def main() -> None:
                 if before is None:
                     module.exit_json(changed=False, ref=ref, images_removed=[])
                 removed = catalog.remove(
-                    ref, check=check, running=running_versions, remove_artifact=remove_image
+                    ref,
+                    check=check,
+                    running=running_versions,
+                    remove_artifact=images.ami_remover(settings, then=remove_image),
                 )
                 result = {
                     "changed": True,
@@ -354,6 +367,10 @@ def main() -> None:
             after = catalog.find(ref)
             if after is not None:
                 result["version"] = after.to_dict()
+                if not check and result.get("changed") and images.has_amis([after]):
+                    # the AMIs say so too, in every region (kiln:revoked), for whoever looks in AWS
+                    reason = (after.revocation or {}).get("reason") if after.status == "revoked" else None
+                    result["amis_marked"] = images.mark_revoked(after, reason, settings)
     except KilnError as exc:
         module.fail_json(**exc.fail_kwargs())
     if module._diff:

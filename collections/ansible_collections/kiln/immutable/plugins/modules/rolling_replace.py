@@ -32,6 +32,7 @@ extends_documentation_fragment:
   - kiln.immutable.attributes
   - kiln.immutable.attributes.actiongroup_kiln
   - kiln.immutable.catalog
+  - kiln.immutable.aws
 attributes:
   check_mode:
     support: full
@@ -211,30 +212,43 @@ options:
         type: float
         default: 60
   provider:
-    description: What starts and stops instances.
+    description:
+      - What starts and stops instances. C(docker) - containers on the local Docker engine. C(aws) - the
+        EC2 instances of an Auto Scaling group, launched from versions of its launch template that carry
+        the version's AMI of O(region).
     type: str
-    choices: [docker]
+    choices: [docker, aws]
     default: docker
   provider_options:
     description:
       - Options of the provider. Docker - C(port) (the app's port in the container), C(bind), C(data_path),
         C(tmpfs_size), C(stop_timeout), C(memory), C(publish) (also publish the app on C(bind); by default
         the load balancer and the health probe reach it on the group network).
+      - AWS - C(auto_scaling_group) and C(launch_template) (names, required), C(port) the app listens on,
+        C(probe_address) (C(private), C(public), or C(none) to judge health by Auto Scaling and the target
+        group alone), C(poll_interval), C(launch_timeout).
     type: dict
     default: {}
   load_balancer:
-    description: The group's load balancer; C(none) replaces instances without one.
+    description:
+      - The group's load balancer; C(aws) is an Elastic Load Balancing target group (its deregistration
+        delay is the drain); C(none) replaces instances without one.
     type: str
-    choices: [haproxy, none]
+    choices: [haproxy, aws, none]
     default: haproxy
   load_balancer_options:
     description:
       - Options of the load balancer. HAProxy - C(port) (on 127.0.0.1), C(image), C(bind), C(health_path),
         C(check_interval).
+      - AWS - C(target_group) (a name or ARN, required), C(port) targets are registered with,
+        C(poll_interval).
     type: dict
     default: {}
 notes:
   - The docker provider needs the Docker SDK for Python and a running Docker engine on the controller.
+  - With O(provider=aws), a new instance must be C(InService) and not marked C(Unhealthy) by its Auto
+    Scaling group, its target must be C(healthy), and, where it can be reached, the HTTP probe must pass.
+    The Auto Scaling group's maximum size must leave room for O(max_surge).
   - The group's network and load balancer are created on the first roll-out when missing.
   - A revoked version, an unknown channel or version, a batch size of 0 or a percentage over 100 are refused
     before anything changes.
@@ -277,6 +291,22 @@ EXAMPLES = r"""
     bake_time: 30
     max_error_rate: 1%
     rollback_window: 600
+
+- name: Roll an Auto Scaling group out behind its target group (credentials from the environment)
+  kiln.immutable.rolling_replace:
+    group: web-prod
+    image: web
+    channel: prod
+    batch_size: "25%"
+    max_surge: "25%"
+    provider: aws
+    provider_options:
+      auto_scaling_group: web-prod
+      launch_template: web-prod
+    load_balancer: aws
+    load_balancer_options:
+      target_group: web-prod
+    region: eu-west-1
 
 - name: Show the plan only
   kiln.immutable.rolling_replace:
@@ -400,6 +430,7 @@ duration_s:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.immutable.plugins.module_utils.common import aws
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 from ansible_collections.kiln.immutable.plugins.module_utils.deploy import rolling_replace
 
@@ -444,12 +475,13 @@ def main() -> None:
             preview_percent=dict(type="int", default=10),
             rollback_window=dict(type="float", default=0),
             health=dict(type="dict", default={}, options=HEALTH_SPEC),
-            provider=dict(type="str", choices=["docker"], default="docker"),
+            provider=dict(type="str", choices=["docker", "aws"], default="docker"),
             provider_options=dict(type="dict", default={}),
-            load_balancer=dict(type="str", choices=["haproxy", "none"], default="haproxy"),
+            load_balancer=dict(type="str", choices=["haproxy", "aws", "none"], default="haproxy"),
             load_balancer_options=dict(type="dict", default={}),
+            **aws.argument_spec(),
         ),
-        mutually_exclusive=[("version", "channel")],
+        mutually_exclusive=[("version", "channel"), ("profile", "access_key"), ("profile", "session_token")],
         required_one_of=[("version", "channel")],
         required_by={"channel": "image"},
         supports_check_mode=True,

@@ -27,8 +27,8 @@ from ..catalog.catalog import Catalog, Version
 from ..common import docker_api
 from ..common.errors import KilnError
 from ..common.paths import state_dir
+from . import ami, leftovers, packer
 from . import fingerprint as fingerprint_mod
-from . import leftovers, packer
 from . import template as template_mod
 
 VERSION_VARIABLE = "version"
@@ -300,7 +300,9 @@ def build(
             finally:
                 _remove_leftovers(result, p.request.on_error)
         packer.raise_for(result)
-        artifacts = read_artifacts(result.stream)
+        artifacts = ami.record_amis(
+            read_artifacts(result.stream), p.image, f"{p.image}/{name}", p.fingerprint.value
+        )
         docker = artifacts.get("docker", {})
         if "docker" in [s.split(".")[0] for s in p.sources] and not docker.get("image_id"):
             raise BuildError(
@@ -470,10 +472,8 @@ def read_artifacts(stream: packer.BuildStream) -> dict:
                 entry["image_id"] = artifact.id
             elif artifact.builder_id == "packer.post-processor.docker-tag":
                 entry.setdefault("tags", []).append(artifact.id)
-            elif artifact.builder_id in ("mitchellh.amazonebs", "mitchellh.amazon.ebs"):
-                for pair in artifact.id.split(","):
-                    region, dummy, ami = pair.partition(":")
-                    out.setdefault("ami", {})[region] = ami
+            elif artifact.builder_id in ami.AMAZON_BUILDERS:
+                out.setdefault("ami", {}).update(ami.parse_ami_id(artifact.id))
         if entry:
             if entry.get("tags"):
                 entry["tag"] = entry["tags"][0]

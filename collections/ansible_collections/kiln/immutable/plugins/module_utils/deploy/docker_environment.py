@@ -10,25 +10,14 @@ kept, its data volumes. Both compute ``changed`` from what exists, so check mode
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Any
 
 from ..catalog.catalog import Catalog
 from ..common import docker_api
 from ..common.docker_api import network_name
-from ..common.errors import KilnError
 from ..loadbalancers.haproxy.loadbalancer import HAProxyLoadBalancer, LoadBalancerError
 from ..providers.docker.provider import DockerProvider
-
-
-def _build(cls, param: str, options: dict[str, Any] | None, **fixed: Any):
-    """``cls(**fixed, **options)``, refusing unknown keys with the parameter's name."""
-    options = dict(options or {})
-    known = set(inspect.signature(cls.__init__).parameters) - {"self"} - set(fixed)
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise KilnError(f"{param}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return cls(**fixed, **options)
+from .backend_options import build as _build
 
 
 def provider(options: dict[str, Any] | None = None) -> DockerProvider:

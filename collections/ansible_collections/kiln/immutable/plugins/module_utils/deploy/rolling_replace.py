@@ -13,18 +13,20 @@ import os
 from typing import Any
 
 from ..catalog.catalog import Catalog, CatalogError
+from ..common.aws import OPTION_NAMES as AWS_OPTION_NAMES
+from ..common.aws import AWSSettings
 from ..common.files import private_dirs
 from ..observe import report
 from ..rollout.engine import Rollout
-from ..rollout.health import HealthCheck, Prober, probe_once
+from ..rollout.health import HealthCheck, Prober, probe_once, with_backend_health
 from ..rollout.interfaces import NullLoadBalancer
 from ..rollout.interrupt import StopRequest, stop_when_asked
 from ..rollout.journal import SharedJournal
 from ..rollout.lock import LeaseLock
 from ..rollout.options import RolloutError, RolloutOptions, check_deployable
 
-PROVIDERS = ("docker",)
-LOAD_BALANCERS = ("haproxy", "none")
+PROVIDERS = ("docker", "aws")
+LOAD_BALANCERS = ("haproxy", "aws", "none")
 OPTION_NAMES = tuple(RolloutOptions.__dataclass_fields__)
 FAILED = ("rolled_back", "failed")
 
@@ -59,17 +61,42 @@ def build_backends(
     load_balancer: str,
     load_balancer_options: dict[str, Any] | None,
     catalog_path: str | None,
+    aws_options: dict[str, Any] | None = None,
 ) -> tuple[Any, Any]:
+    """The provider and load balancer named by the module's options (``aws_options``: region, keys, ...)."""
     if provider not in PROVIDERS:
         raise RolloutError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
     if load_balancer not in LOAD_BALANCERS:
         raise RolloutError(f"load_balancer must be one of {', '.join(LOAD_BALANCERS)}, got {load_balancer!r}")
-    from . import docker_environment  # the docker provider; AWS would be another branch here
+    if "aws" in (provider, load_balancer):
+        from . import aws_environment
 
-    prov = docker_environment.provider(provider_options)
+        settings = AWSSettings.from_options(aws_options)
+    if "docker" == provider or "haproxy" == load_balancer:
+        from . import docker_environment
+    if provider == "aws":
+        prov = aws_environment.provider(settings, provider_options)
+    else:
+        prov = docker_environment.provider(provider_options)
     if load_balancer == "none":
         return prov, NullLoadBalancer()
+    if load_balancer == "aws":
+        return prov, aws_environment.load_balancer(settings, group, load_balancer_options)
     return prov, docker_environment.load_balancer(group, load_balancer_options, catalog_path)
+
+
+def backend_checks(target: Any, *backends: Any) -> None:
+    """Each backend's own refusal of ``target`` (``check(version)``: unknown group, AMI missing, ...)."""
+    for backend in backends:
+        check = getattr(backend, "check", None)
+        if callable(check):
+            check(target)
+
+
+def backend_probe(*backends: Any):
+    """The health probe: the backends' own verdicts (``health(instance)``) first, then the direct probe."""
+    hooks = [b.health for b in backends if callable(getattr(b, "health", None))]
+    return with_backend_health(hooks, probe_once) if hooks else probe_once
 
 
 class ProgressLog:
@@ -105,10 +132,12 @@ def execute(
                 params.get("load_balancer") or "haproxy",
                 params.get("load_balancer_options"),
                 params.get("catalog"),
+                {k: params.get(k) for k in AWS_OPTION_NAMES},
             )
             load_balancer = load_balancer or built_lb
+        backend_checks(target, provider, load_balancer)
         # Journal, lock and results live in common.state_dir() ($KILN_STATE_DIR), like the load balancer's.
-        prober = Prober(check_health, probe=probe_once)
+        prober = Prober(check_health, probe=backend_probe(provider, load_balancer))
         rollout = Rollout(
             group, target, provider, load_balancer, prober, options, resolve_version=catalog.get
         )

@@ -31,8 +31,8 @@ from ..common.errors import KilnError
 from ..rollout.health import HealthCheck, probe_once
 from ..rollout.interfaces import SERVER_READY, Instance, LoadBalancer, Provider
 
-DRIFT_KINDS = ("version", "revoked", "image", "filesystem", "lb")
-LOAD_BALANCERS = ("haproxy", "none")
+DRIFT_KINDS = ("version", "revoked", "image", "filesystem", "lb", "unmanaged")
+LOAD_BALANCERS = ("haproxy", "aws", "none")
 
 # ``docker diff`` kinds
 _DIFF_KINDS = {0: "changed", 1: "added", 2: "deleted"}
@@ -53,7 +53,9 @@ class GroupTarget:
     provider: str = "docker"
     provider_options: dict[str, Any] = field(default_factory=dict)
     health: dict[str, Any] | None = None
+    aws: dict[str, Any] = field(default_factory=dict)  # region, profile, endpoint_url for provider aws
     load_balancer: str = "none"
+    load_balancer_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "groups") -> GroupTarget:
@@ -67,7 +69,9 @@ class GroupTarget:
             provider=str(data.get("provider") or "docker"),
             provider_options=dict(data.get("provider_options") or {}),
             health=dict(data["health"]) if data.get("health") else None,
+            aws=dict(data.get("aws") or {}),
             load_balancer=str(data.get("load_balancer") or "none"),
+            load_balancer_options=dict(data.get("load_balancer_options") or {}),
         )
 
     @classmethod
@@ -90,7 +94,9 @@ class GroupTarget:
                 "provider": hv.get("kiln_group_provider"),
                 "provider_options": hv.get("kiln_group_provider_options"),
                 "health": hv.get("kiln_group_health"),
+                "aws": hv.get("kiln_group_aws"),
                 "load_balancer": hv.get("kiln_group_load_balancer"),
+                "load_balancer_options": hv.get("kiln_group_load_balancer_options"),
             }
             out.append(cls.from_dict(data, where=f"inventory host {host} (kiln_group_*)"))
         return out
@@ -195,6 +201,10 @@ class Inspector(Protocol):
 
     def health(self, instance: Instance) -> str: ...  # healthy | unhealthy | starting | running | <state>
 
+    def expected_image(self, version: Any, instance: Instance) -> str | None: ...  # what it should run
+
+    def unmanaged(self, instance: Instance) -> str | None: ...  # why kiln did not make it, or None
+
 
 class _Catalog(Protocol):  # the part of catalog.Catalog drift uses
     def channels(self, image: str) -> dict[str, str | None]: ...
@@ -267,6 +277,40 @@ class DockerInspector:
         state = self._container(instance).attrs.get("State") or {}
         status = (state.get("Health") or {}).get("Status")
         return status or state.get("Status") or "unknown"
+
+    def expected_image(self, version: Any, instance: Instance) -> str | None:
+        return _artifact_image_id(version)
+
+    def unmanaged(self, instance: Instance) -> str | None:
+        return None  # the provider only finds containers kiln labelled
+
+
+class AWSInspector:
+    """The AWS view of an instance of an Auto Scaling group, through the group's provider."""
+
+    def __init__(self, provider: Any):
+        self.provider = provider
+
+    def filesystem_changes(self, instance: Instance) -> list[PathChange]:
+        return []  # an EC2 instance's disk is not inspected from outside
+
+    def image_id(self, instance: Instance) -> str | None:
+        return instance.extra.get("image_id")
+
+    def health(self, instance: Instance) -> str:
+        verdict = self.provider.health(instance)
+        if verdict.ok:
+            return "healthy"
+        return "unhealthy" if verdict.answered else "starting"
+
+    def expected_image(self, version: Any, instance: Instance) -> str | None:
+        amis = (getattr(version, "artifacts", None) or {}).get("ami") or {}
+        return amis.get(instance.extra.get("region"))
+
+    def unmanaged(self, instance: Instance) -> str | None:
+        if instance.extra.get("launched_by_kiln"):
+            return None
+        return f"launched by Auto Scaling group {self.provider.asg_name} itself, not by a kiln roll-out"
 
 
 # --------------------------------------------------------------------------- detection
@@ -369,7 +413,7 @@ def check_group(
             detail = f"is not served by the group's load balancer: {reason}"
             found.append(_finding("lb", inst, detail, expected=SERVER_READY, actual=state))
         if inspector is not None:
-            built = _artifact_image_id(version) if version is not None else None
+            built = inspector.expected_image(version, inst) if version is not None else None
             running = inspector.image_id(inst)
             if built and running and built != running:
                 detail = f"claims {inst.version} (image {built[:19]}) but runs image {running[:19]}"
@@ -378,6 +422,9 @@ def check_group(
             if paths:
                 detail = f"{len(paths)} path(s) changed outside data volumes since the instance was made"
                 found.append(_finding("filesystem", inst, detail, paths=paths))
+            origin = inspector.unmanaged(inst)
+            if origin:
+                found.append(_finding("unmanaged", inst, origin))
         result.findings.extend(found)
         result.instances.append(
             InstanceState(
@@ -399,6 +446,12 @@ def load_balancer_of(target: GroupTarget) -> LoadBalancer | None:
         from ..loadbalancers.haproxy.loadbalancer import HAProxyLoadBalancer
 
         return HAProxyLoadBalancer(target.group)
+    if target.load_balancer == "aws":
+        from ..common.aws import AWSSettings
+        from ..loadbalancers.aws.target_group import TargetGroupLoadBalancer
+
+        options = target.load_balancer_options
+        return TargetGroupLoadBalancer(AWSSettings.from_options(target.aws), target.group, **options)
     if target.load_balancer == "none":
         return None
     known = ", ".join(LOAD_BALANCERS)
@@ -414,7 +467,16 @@ def backends(target: GroupTarget) -> tuple[Provider, Inspector]:
             return DockerProvider(**target.provider_options), DockerInspector()
         except TypeError as exc:
             raise KilnError(f"group '{target.group}': bad provider_options for docker: {exc}") from exc
-    raise KilnError(f"group '{target.group}': unknown provider '{target.provider}'; known: docker")
+    if target.provider == "aws":
+        from ..common.aws import AWSSettings
+        from ..providers.aws.provider import AutoScalingProvider
+
+        try:
+            provider = AutoScalingProvider(AWSSettings.from_options(target.aws), **target.provider_options)
+        except TypeError as exc:
+            raise KilnError(f"group '{target.group}': bad provider_options for aws: {exc}") from exc
+        return provider, AWSInspector(provider)
+    raise KilnError(f"group '{target.group}': unknown provider '{target.provider}'; known: docker, aws")
 
 
 def detect(

@@ -20,7 +20,14 @@ from ..common.errors import KilnError
 from .drift import DriftReport, GroupTarget, detect
 
 WIDTH = 100
-DRIFT_SHORT = {"version": "version", "revoked": "revoked", "image": "image", "filesystem": "fs", "lb": "lb"}
+DRIFT_SHORT = {
+    "version": "version",
+    "revoked": "revoked",
+    "image": "image",
+    "filesystem": "fs",
+    "lb": "lb",
+    "unmanaged": "unmanaged",
+}
 
 
 def inventory_targets(inventory: str, ansible_inventory: str = "ansible-inventory") -> list[GroupTarget]:

@@ -197,3 +197,37 @@ class Prober:
                     False, attempts, elapsed, f"not healthy within {check.deadline:g}s: {result.detail}"
                 )
             self._sleep(check.interval)
+
+
+BackendHealth = Callable[[Instance], "ProbeResult | None"]
+
+
+def with_backend_health(backends: list[BackendHealth], probe: ProbeFn = probe_once) -> ProbeFn:
+    """A probe that asks the backends first (a provider's or load balancer's own verdict), then ``probe``.
+
+    A backend returns a failed ProbeResult to fail the instance (answered: counts as a wrong answer;
+    not answered: still starting), an ok one to vouch for it, or None when it has no opinion. The
+    direct probe runs only where the instance has a probe address; without one, the backends decide.
+    """
+
+    def combined(check: HealthCheck, instance: Instance) -> ProbeResult:
+        passed = []
+        for backend in backends:
+            try:
+                result = backend(instance)
+            except KilnError as exc:  # an API that cannot answer now is no verdict yet
+                result = ProbeResult(False, False, str(exc))
+            if result is None:
+                continue
+            if not result.ok:
+                return result
+            passed.append(result.detail)
+        if instance.probe_address:
+            return probe(check, instance)
+        if not passed:
+            return ProbeResult(
+                False, False, f"{instance.name} has no probe address and no backend vouches for it"
+            )
+        return ProbeResult(True, True, "; ".join(passed))
+
+    return combined

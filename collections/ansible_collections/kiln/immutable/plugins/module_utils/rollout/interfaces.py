@@ -20,6 +20,16 @@ Optional hook: when a provider or load balancer has ``prepare(group: str) -> Non
 calls it once before the first change of a roll-out (never in check mode). It creates what the
 group needs (network, data volumes, the HAProxy container) and must be idempotent.
 
+Optional hooks that ``deploy/rolling_replace.py`` uses (the engine does not see them):
+``check(version) -> None`` refuses a target before anything changes (an unknown Auto Scaling group or
+target group, no AMI in the region), also in check mode; ``health(instance) -> ProbeResult | None`` is
+the backend's own verdict on a new instance (Auto Scaling's instance health, the target's health),
+asked before the direct probe (``health.with_backend_health``).
+
+- ``provider: aws`` -> ``deploy.aws_environment.provider(settings, provider_options)``, an
+  ``AutoScalingProvider``; ``load_balancer: aws`` -> a ``TargetGroupLoadBalancer``; ``settings`` are
+  the module's AWS options (``common.aws.AWSSettings``).
+
 Where the settings come from (inventories/local): each group of instances is an inventory host
 in the Ansible group ``kiln_groups`` (``web-staging``, ``web-prod``; ``inventory_hostname`` is the
 kiln group), with ``kiln_group_image``, ``kiln_group_channel``, ``kiln_group_size``,
