@@ -80,38 +80,33 @@ images_removed:
   sample: [kiln/web:3, kiln/web:2]
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
-from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.common.module import KilnModule
+
+
+def prune(params: dict, check: bool) -> dict:
+    with Catalog(params["catalog"]) as catalog:
+        result = catalog.prune(
+            params["image"],
+            keep=params["keep"],
+            history_depth=params["history_depth"],
+            check=check,
+            remove_images=params["remove_images"],
+        )
+    diff = {"before": {"versions": sorted(result.removed)}, "after": {"versions": []}}
+    return {**result.to_dict(), "diff": diff}
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = KilnModule(
         argument_spec=dict(
             image=dict(type="str"),
             keep=dict(type="int", default=5),
             history_depth=dict(type="int", default=3),
             remove_images=dict(type="bool", default=True),
-            catalog=dict(type="path"),
         ),
-        supports_check_mode=True,
     )
-    p = module.params
-    try:
-        with Catalog(p["catalog"]) as catalog:
-            result = catalog.prune(
-                p["image"],
-                keep=p["keep"],
-                history_depth=p["history_depth"],
-                check=module.check_mode,
-                remove_images=p["remove_images"],
-            )
-    except KilnError as exc:
-        module.fail_json(**exc.fail_kwargs())
-    out = result.to_dict()
-    if module._diff:
-        out["diff"] = {"before": {"versions": sorted(result.removed)}, "after": {"versions": []}}
-    module.exit_json(**out)
+    module.run(lambda: prune(module.params, module.check_mode))
 
 
 if __name__ == "__main__":

@@ -128,13 +128,12 @@ packer_version:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kiln.immutable.plugins.module_utils.build.flow import template_info
-from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.common.module import KilnModule
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = KilnModule(
         argument_spec=dict(
             template=dict(type="path", required=True),
             variables=dict(type="dict", default={}),
@@ -142,20 +141,21 @@ def main() -> None:
             packer_path=dict(type="path"),
             validate=dict(type="bool", default=False),
         ),
-        supports_check_mode=True,
+        catalog=False,
     )
     p = module.params
-    try:
-        result = template_info(
-            p["template"],
-            p["variables"],
-            p["var_files"],
-            validate_with_packer=p["validate"],
-            packer_path=p["packer_path"],
-        )
-    except KilnError as exc:
-        module.fail_json(**exc.fail_kwargs())
-    module.exit_json(changed=False, **result)
+    module.run(
+        lambda: {
+            "changed": False,
+            **template_info(
+                p["template"],
+                p["variables"],
+                p["var_files"],
+                validate_with_packer=p["validate"],
+                packer_path=p["packer_path"],
+            ),
+        }
+    )
 
 
 if __name__ == "__main__":

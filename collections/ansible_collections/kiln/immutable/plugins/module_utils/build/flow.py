@@ -239,7 +239,6 @@ def build(
     started = time.monotonic()
     name = catalog.reserve_version(p.image)
     log_path = os.path.join(state_dir(), "logs", f"{p.image}-{name}-{time.strftime('%Y%m%dT%H%M%S')}.log")
-    progress = _progress_sink(on_progress)
     result: packer.RunResult | None = None
     try:
         with staged(p) as folder:
@@ -255,7 +254,7 @@ def build(
                     cwd=folder,
                     log_path=log_path,
                     timeout_s=p.request.timeout_s,
-                    on_progress=progress,
+                    on_progress=on_progress,
                     secrets=p.secrets,
                     check=False,
                 )
@@ -322,21 +321,6 @@ def _packer_args(p: Plan, name: str) -> list[str]:
     every = sorted({s for b in p.template.builds for s in b.sources})
     only = p.sources if p.sources and p.sources != every else []
     return [*packer.var_args(explicit, var_files), *packer.filter_args(only)]
-
-
-def _progress_sink(callback: Callable[[str], None] | None) -> Callable[[str], None] | None:
-    """The caller's callback, plus the file named by $KILN_BUILD_PROGRESS (what `invoke build` tails)."""
-    path = os.environ.get("KILN_BUILD_PROGRESS")
-    if not path:
-        return callback
-
-    def sink(text: str) -> None:
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(text.rstrip("\n") + "\n")
-        if callback:
-            callback(text)
-
-    return sink
 
 
 # ------------------------------------------------------------------------------------------------ staging

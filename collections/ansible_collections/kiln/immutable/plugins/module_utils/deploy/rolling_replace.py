@@ -12,14 +12,13 @@ import os
 from typing import Any
 
 from ..catalog.catalog import Catalog, CatalogError
+from ..common.files import line_appender
 from ..observe import report
 from ..rollout.engine import Rollout
 from ..rollout.health import HealthCheck, Prober, probe_once
-from ..rollout.interfaces import NullLoadBalancer
 from ..rollout.options import RolloutError, RolloutOptions, check_deployable
+from .backends import LOAD_BALANCERS, PROVIDERS, build_backends
 
-PROVIDERS = ("docker",)
-LOAD_BALANCERS = ("haproxy", "none")
 OPTION_NAMES = tuple(RolloutOptions.__dataclass_fields__)
 FAILED = ("rolled_back", "failed")
 
@@ -47,37 +46,16 @@ def resolve_target(catalog: Catalog, version: str | None, channel: str | None, i
     return target
 
 
-def build_backends(
-    group: str,
-    provider: str,
-    provider_options: dict[str, Any] | None,
-    load_balancer: str,
-    load_balancer_options: dict[str, Any] | None,
-    catalog_path: str | None,
-) -> tuple[Any, Any]:
-    if provider not in PROVIDERS:
-        raise RolloutError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
-    if load_balancer not in LOAD_BALANCERS:
-        raise RolloutError(f"load_balancer must be one of {', '.join(LOAD_BALANCERS)}, got {load_balancer!r}")
-    from . import docker_environment  # the docker provider; AWS would be another branch here
-
-    prov = docker_environment.provider(provider_options)
-    if load_balancer == "none":
-        return prov, NullLoadBalancer()
-    return prov, docker_environment.load_balancer(group, load_balancer_options, catalog_path)
-
-
 class ProgressLog:
     """One line per roll-out event in ``progress.log`` beside the journal, for a terminal to follow."""
 
     def __init__(self, path: str):
         self.path = path
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._append = line_appender(path)
 
     def __call__(self, event: dict[str, Any]) -> None:
         fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "at", "event"))
-        with open(self.path, "a") as handle:
-            handle.write(f"{event['at']} {event['event']} {fields}\n")
+        self._append(f"{event['at']} {event['event']} {fields}")
 
 
 def execute(
@@ -95,9 +73,9 @@ def execute(
         if provider is None:
             provider, built_lb = build_backends(
                 group,
-                params.get("provider") or "docker",
+                params.get("provider") or PROVIDERS[0],
                 params.get("provider_options"),
-                params.get("load_balancer") or "haproxy",
+                params.get("load_balancer") or LOAD_BALANCERS[0],
                 params.get("load_balancer_options"),
                 params.get("catalog"),
             )
@@ -126,6 +104,19 @@ def execute(
         "before": {s: v for s, v in result["before"].items() if s in touched},
         "after": {s: v for s, v in result["after"].items() if s in touched},
     }
+    return result
+
+
+def module_result(params: dict[str, Any], check: bool) -> dict[str, Any]:
+    """The module's result; a roll-out that did not reach its target raises, carrying the result."""
+    result = execute(params, check)
+    message = failure_message(result)
+    if message:
+        raise RolloutError(message, **result)
+    if result["status"] == "partial":
+        result["warnings"] = [
+            f"slot(s) {result['failed_slots']} kept their previous version: the new instance failed"
+        ]
     return result
 
 
