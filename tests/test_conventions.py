@@ -136,3 +136,71 @@ def test_setup_takes_the_debian_mirror_from_the_machines_apt_sources(tmp_path):
         "# one-line style\ndeb [arch=amd64 signed-by=/k.gpg] http://list.example/debian bookworm main\n"
     )
     assert mirror() == "http://list.example/debian"
+
+
+def test_collection_docs_site_builds(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    init = _run(
+        [
+            str(VENV_BIN / "antsibull-docs"),
+            "sphinx-init",
+            "--use-current",
+            "--dest-dir",
+            str(site),
+            "kiln.immutable",
+        ],
+        ROOT,
+    )
+    assert init.returncode == 0, init.stdout + init.stderr
+    (site / "rst").mkdir(exist_ok=True)
+    rst = _run(
+        [
+            "env",
+            f"ANSIBLE_CONFIG={ROOT / 'ansible.cfg'}",
+            str(VENV_BIN / "antsibull-docs"),
+            "--config-file",
+            "antsibull-docs.cfg",
+            "collection",
+            "--use-current",
+            "--dest-dir",
+            "rst",
+            "kiln.immutable",
+        ],
+        site,
+    )
+    assert rst.returncode == 0, rst.stdout + rst.stderr
+    html = _run([str(VENV_BIN / "sphinx-build"), "-M", "html", "rst", "build", "-c", "."], site)
+    assert html.returncode == 0, html.stdout[-3000:] + html.stderr[-3000:]
+    pages = site / "build" / "html" / "collections" / "kiln" / "immutable"
+    assert (pages / "rolling_replace_module.html").is_file() and (pages / "pipeline_callback.html").is_file()
+    # offline, only the references into docs.ansible.com (intersphinx) stay unresolved
+    external = ("common_return_values", "callback_plugins", "ansible_configuration_settings", "ANSIBLE_")
+    problems = [
+        line
+        for line in html.stderr.splitlines()
+        if "WARNING" in line
+        and "failed to reach any of the inventories" not in line
+        and not any(name in line for name in external)
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_role_and_playbooks_leave_the_module_defaults_to_the_module():
+    role = COLLECTION / "roles" / "rolling_replace"
+    options = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"][
+        "options"
+    ]
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
+    tasks = (role / "tasks" / "main.yml").read_text()
+    module_options = (
+        "size batch_size max_surge min_healthy_percentage max_failures auto_rollback checkpoints "
+        "checkpoint_delay drain_timeout parallel health provider provider_options load_balancer "
+        "load_balancer_options"
+    ).split()
+    for name in module_options:
+        var = f"rolling_replace_{name}"
+        assert "default" not in options[var] and var not in defaults, var
+        assert f'{name}: "{{{{ {var} | default(omit) }}}}"' in tasks, var
+    for playbook in (COLLECTION / "playbooks").glob("*.yml"):
+        assert "drain_timeout | default(30)" not in playbook.read_text(), playbook.name
