@@ -6,6 +6,8 @@ Prints, for each round and as medians:
   - cold kiln build (ansible-playbook kiln.immutable.build, empty catalog) / raw `packer build`  (goal <= 1.1)
   - no-op `invoke build` (nothing changed) / raw `packer build`                                 (goal <= 0.1)
   - the module's own decision: template load, variables, fingerprint, catalog lookup         (goal <= 0.5 s)
+  - template load + fingerprint of the largest corpus template, warm / sha256 of its files   (goal <= 0.5 s)
+    (``--template-only`` measures just this one, without Docker)
 Images are tagged into a throwaway repository (kilnbench<id>/...) and removed at the end.
 """
 
@@ -26,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
 sys.path.insert(0, str(ROOT / "collections"))
 
+from ansible_collections.kiln.immutable.plugins.module_utils.build import fingerprint as fpm
 from ansible_collections.kiln.immutable.plugins.module_utils.build import flow as bm
+from ansible_collections.kiln.immutable.plugins.module_utils.build import template as tm
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
 from ansible_collections.kiln.immutable.plugins.module_utils.common import docker_api
 
@@ -102,11 +106,71 @@ def round_(image: str, tag: str, base_env: dict) -> dict:
     }
 
 
+LARGEST = ROOT / "tests" / "fixtures" / "templates" / "corpus" / "large-multi-build"
+
+
+def template_figures(repeat: int = 7) -> dict:
+    """Warm template load + fingerprint of the largest corpus template, and the baseline: reading and
+    hashing each of its files with sha256, the least any fingerprint of them costs."""
+    os.environ.setdefault("KILN_STATE_DIR", tempfile.mkdtemp(prefix="kiln-bench-"))
+    files = sorted(p for p in LARGEST.rglob("*") if p.is_file())
+
+    def baseline() -> None:
+        for path in files:
+            fpm.sha256_file(str(path))
+
+    def kiln() -> None:
+        template = tm.load(str(LARGEST))
+        values = tm.resolve_variables(template, {}, provided_by_kiln=("version",))
+        fpm.compute(template, values, packer_version="1.6.6", image_id=lambda ref: "sha256:" + "0" * 64)
+
+    def median(work) -> float:
+        work()  # warm: imports done, parse cache filled
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+
+    def cold() -> None:
+        os.environ["KILN_STATE_DIR"] = tempfile.mkdtemp(prefix="kiln-bench-cold-")  # an empty parse cache
+        kiln()
+
+    warm_state = os.environ["KILN_STATE_DIR"]
+    cold_s = median(cold)
+    os.environ["KILN_STATE_DIR"] = warm_state
+    template = tm.load(str(LARGEST))
+    return {
+        "template_s": median(kiln),
+        "cold_s": cold_s,
+        "baseline_s": median(baseline),
+        "variables": len(template.variables),
+        "builds": len(template.builds),
+    }
+
+
+def print_template_figures(figures: dict) -> None:
+    warm, base, cold = figures["template_s"], figures["baseline_s"], figures["cold_s"]
+    print(
+        f"  template load + fingerprint {warm:7.3f} s   (goal <= 0.5 s; largest corpus template:"
+        f" {figures['variables']} variables, {figures['builds']} builds)"
+    )
+    print(f"    ratio to sha256 of its files ({base * 1000:.2f} ms)  {warm / base:.1f}")
+    print(f"    ratio to a cold load, parse cache empty ({cold:.3f} s)  {warm / cold:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default="web", help="a folder under packer/")
     parser.add_argument("--rounds", type=int, default=1, help="rounds to take the median of")
+    parser.add_argument("--template-only", action="store_true", help="only the template figure, no Docker")
     args = parser.parse_args()
+    templates = template_figures()
+    if args.template_only:
+        print(f"build benchmark, template figure only; load {os.getloadavg()[0]:.1f}")
+        print_template_figures(templates)
+        return
     tag = f"kilnbench{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
@@ -137,6 +201,7 @@ def main() -> None:
     print(f"  no-op invoke build         {med['noop_invoke_s']:7.2f} s   ratio {noop:.3f}  (goal <= 0.10)")
     print(f"  module decision            {med['decision_plan_s']:7.3f} s   (goal <= 0.5)")
     print(f"  decision incl. imports     {med['decision_with_imports_s']:7.3f} s")
+    print_template_figures(templates)
 
 
 if __name__ == "__main__":

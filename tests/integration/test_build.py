@@ -204,3 +204,31 @@ def test_template_info_validates_the_web_template_with_packer(env, tmp_path):
     assert result["changed"] is False
     assert result["valid"] is True
     assert result["required_variables"] == ["version"]
+
+
+def test_a_single_file_template_as_published_builds_alone(env, tmp_path):
+    # A packer {} block beside the build, as most published templates have it, and a sibling template that
+    # declares the same variables: built as a folder, Packer would refuse the duplicates.
+    folder = tmp_path / "singles"
+    folder.mkdir()
+    text = (FIXTURES / "tiny" / "plugins.pkr.hcl").read_text() + (
+        FIXTURES / "tiny" / "tiny.pkr.hcl"
+    ).read_text()
+    (folder / "alone.pkr.hcl").write_text(text)
+    (folder / "sibling.pkr.hcl").write_text((FIXTURES / "tiny" / "tiny.pkr.hcl").read_text())
+    task = {
+        "kiln.immutable.packer_build": {
+            "template": str(folder / "alone.pkr.hcl"),
+            "variables": {"repository": f"{PREFIX}/alone"},
+            "capture_packages": False,
+        }
+    }
+    book = tmp_path / "alone.yml"
+    book.write_text(json.dumps([{"name": "p", "hosts": "localhost", "gather_facts": False, "tasks": [task]}]))
+    [first], _ = run_json([str(BIN / "ansible-playbook"), str(book)], env)
+    assert first["changed"] is True, first.get("msg")
+    assert first["version"] == "alone/1"
+    assert docker_api.image_id(f"{PREFIX}/alone:1") == first["artifacts"]["docker"]["image_id"]
+    (folder / "sibling.pkr.hcl").write_text("# not part of this template\n")
+    [again], _ = run_json([str(BIN / "ansible-playbook"), str(book)], env)
+    assert again["changed"] is False and again["version"] == "alone/1"

@@ -63,7 +63,7 @@ def test_modern_packer_gets_a_generated_plugins_block_when_there_is_none(tmp_pat
         bm.BuildRequest(template.path), "t", template, PackerInfo("p", "1.10.0"), {}, [], None, None, 0
     )
     with bm.staged(plan) as folder:
-        generated = tm.read_hcl(os.path.join(folder, "kiln-plugins.pkr.hcl"))
+        generated = tm.read_file(os.path.join(folder, "kiln-plugins.pkr.hcl")).doc
     plugins = generated["packer"][0]["required_plugins"][0]
     assert sorted(plugins) == ["amazon", "ansible", "docker"]
     assert plugins["docker"]["source"] == "github.com/hashicorp/docker"

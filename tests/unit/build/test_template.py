@@ -150,21 +150,23 @@ def test_malformed_hcl_variants(tmp_path, text, line):
     path = tmp_path / "bad.pkr.hcl"
     path.write_text(text)
     with pytest.raises(tm.TemplateError) as caught:
-        tm.read_hcl(str(path))
+        tm.read_file(str(path))
     assert str(path) in caught.value.msg
     if line is not None:
         assert f"line {line}" in caught.value.msg
 
 
-def test_required_plugins_must_sit_in_their_own_file(tmp_path):
+def test_a_packer_block_beside_sources_and_builds_is_read(tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
     text = (FIXTURES / "tiny" / "plugins.pkr.hcl").read_text() + (
         FIXTURES / "tiny" / "tiny.pkr.hcl"
     ).read_text()
     (folder / "all.pkr.hcl").write_text(text)
-    with pytest.raises(tm.TemplateError, match="into a file of its own"):
-        tm.load(str(folder))
+    template = tm.load(str(folder))
+    assert set(template.required_plugins) == {"docker"}
+    assert [Path(f).name for f in template.plugins_files] == ["all.pkr.hcl"]
+    assert set(template.sources) == {"docker.tiny"}
 
 
 def test_missing_folder_and_empty_folder(tmp_path):
@@ -176,14 +178,17 @@ def test_missing_folder_and_empty_folder(tmp_path):
 
 def test_the_parse_cache_returns_the_same_dict(tmp_path, monkeypatch):
     monkeypatch.setenv("KILN_STATE_DIR", str(tmp_path / "state"))
-    path = str(FIXTURES / "tiny" / "tiny.pkr.hcl")
-    first = tm.read_hcl(path)
-    assert list((tmp_path / "state" / "cache" / "hcl").glob("*.json"))
-    assert tm.read_hcl(path) == first == tm.parse_hcl(path, Path(path).read_text())
+    path = str(FIXTURES / "pair" / "pair.pkr.hcl")
+    first = tm.read_file(path).doc
+    assert list((tmp_path / "state" / "cache").glob("hcl*/*.json"))
+    assert tm.read_file(path).doc == first == tm.parse_hcl(path, Path(path).read_text())
 
 
 def test_interpolation_of_what_kiln_needs():
-    values = {"base_image": "kiln/base:bookworm"}
-    assert tm.interpolate("${path.root}/playbook.yml", values, "/t") == "/t/playbook.yml"
-    assert tm.interpolate("${var.base_image}", values, "/t") == "kiln/base:bookworm"
-    assert tm.interpolate("${build.ID}", values, "/t") == "${build.ID}"  # left for Packer
+    where = tm.Scope({"base_image": "kiln/base:bookworm", "n": [1, 2]}, "/t", "/c", {"dir": "/t/x"})
+    assert tm.interpolate("${path.root}/playbook.yml", where) == "/t/playbook.yml"
+    assert tm.interpolate("${path.cwd}/a", where) == "/c/a"
+    assert tm.interpolate("${var.base_image}", where) == "kiln/base:bookworm"
+    assert tm.interpolate("${local.dir}/y", where) == "/t/x/y"
+    assert tm.interpolate("${var.n}", where) == [1, 2]  # a whole reference keeps its type
+    assert tm.interpolate("${build.ID}", where) == "${build.ID}"  # left for Packer

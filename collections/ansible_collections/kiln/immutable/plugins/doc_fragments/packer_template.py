@@ -11,10 +11,11 @@ options:
   template:
     description:
       - The Packer HCL2 template folder (its C(*.pkr.hcl) files), for example C(packer/web), or one
-        C(.pkr.hcl) file.
-      - C(*.auto.pkrvars.hcl) files in the folder are applied as Packer applies them.
-      - A C(packer { required_plugins }) block must sit in a file of its own; kiln leaves that file out
-        for Packer older than 1.7, which rejects it.
+        C(.pkr.hcl) file, which is then a template of its own (validated and built alone).
+      - A folder's C(*.auto.pkrvars.hcl) and C(*.auto.pkrvars.json) files are applied as Packer applies
+        them; a single file takes only the var files named in O(var_files), as with Packer.
+      - A C(packer {}) block may stand in any file; for Packer older than 1.7, which rejects it, kiln
+        leaves the block out of the copy it runs Packer on. Packer 1.7 and newer get C(packer init).
     type: path
     required: true
   variables:
@@ -22,13 +23,14 @@ options:
       - Values for the template's variables, applied over the defaults and the var files.
       - A name the template does not declare is refused before Packer runs.
       - Values of variables the template marks C(sensitive) are masked in the results, the Packer command
-        kept in the log and errors, and only their hash reaches the catalog. Set C(no_log) on the task to
+        kept in the log and errors, and only their keyed hash (HMAC with a secret kept per catalog)
+        reaches the catalog. Set C(no_log) on the task to
         keep them out of Ansible's own record of the module arguments too.
     type: dict
     default: {}
   var_files:
     description:
-      - C(.pkrvars.hcl) files to apply, in order, before O(variables).
+      - C(.pkrvars.hcl) or C(.pkrvars.json) files to apply, in order, before O(variables).
     type: list
     elements: path
     default: []

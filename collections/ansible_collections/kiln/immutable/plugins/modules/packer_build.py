@@ -10,8 +10,9 @@ short_description: Bake a golden image with Packer and record it as a version in
 version_added: 0.1.0
 description:
   - Loads a Packer HCL2 template, resolves its variables and computes the fingerprint of the build, a hash
-    of every input (template files, variable values, the playbooks and role files the ansible
-    provisioners run, the base image id and the Packer version).
+    of every input (template and var files, variable values, every file or folder the sources and
+    provisioners name, the playbook folders, roles and ansible.cfg the ansible provisioners use, the
+    base image id and the Packer version). Sensitive values are hashed with a key kept per catalog.
   - When the catalog already holds a version of the image with that fingerprint, nothing is built and
     the module reports that version with RV(up_to_date=true) and the reason.
   - Otherwise it reserves the next version name, runs C(packer build) with the template's C(version)
@@ -158,7 +159,8 @@ fingerprint:
   returned: always
   type: str
 inputs:
-  description: The hash of each input by name (C(template:web.pkr.hcl), C(var:base_image), C(role:...)).
+  description: The hash of each input by name (C(template:web.pkr.hcl), C(var:base_image), C(file:...),
+    C(folder:...), C(fileset:...), C(role:...)).
   returned: always
   type: dict
 artifacts:

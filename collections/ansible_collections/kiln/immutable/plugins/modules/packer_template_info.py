@@ -12,7 +12,7 @@ description:
   - Reads a Packer HCL2 template folder with python-hcl2 (nothing is evaluated or run) and returns its
     variables (type, default, sensitive, required), sources, builds with their provisioners and
     post-processors, and the plugins it requires.
-  - Resolves the values a build would use from the defaults, C(*.auto.pkrvars.hcl), O(var_files) and
+  - Resolves the values a build would use from the defaults, the auto var files, O(var_files) and
     O(variables); refuses a variable the template does not declare and reports required ones without a
     value.
   - With O(validate), also runs C(packer validate) with those values.
@@ -56,9 +56,13 @@ EXAMPLES = r"""
 
 RETURN = r"""
 path:
-  description: The template folder.
+  description: The template folder, or the single template file.
   returned: always
   type: str
+single_file:
+  description: Whether O(template) is one C(.pkr.hcl) file read on its own.
+  returned: always
+  type: bool
 files:
   description: The C(*.pkr.hcl) files read.
   returned: always
@@ -66,17 +70,18 @@ files:
   elements: str
   sample: [plugins.pkr.hcl, web.pkr.hcl]
 auto_var_files:
-  description: C(*.auto.pkrvars.hcl) files Packer applies by itself.
+  description: C(*.auto.pkrvars.hcl) and C(*.auto.pkrvars.json) files Packer applies by itself (a
+    folder only).
   returned: always
   type: list
   elements: str
 var_files:
-  description: Other C(*.pkrvars.hcl) files in the folder, applied only when named.
+  description: Other C(*.pkrvars.hcl) and C(*.pkrvars.json) files in the folder, applied only when named.
   returned: always
   type: list
   elements: str
 plugins_files:
-  description: Files holding the C(packer { required_plugins }) block (left out for Packer before 1.7).
+  description: Files holding a C(packer {}) block (the block is left out for Packer before 1.7).
   returned: always
   type: list
   elements: str
@@ -87,6 +92,11 @@ variables:
   type: dict
   sample:
     version: {type: string, required: true, sensitive: false, description: Version name, file: web.pkr.hcl}
+locals:
+  description: The names of the template's locals.
+  returned: always
+  type: list
+  elements: str
 required_variables:
   description: Variables without a default.
   returned: always
@@ -110,7 +120,12 @@ sources:
   returned: always
   type: dict
 builds:
-  description: Each build with its sources, provisioners and post-processor chains.
+  description:
+    - Each build with its sources, provisioners (in file order) and post-processor chains.
+    - A C(dynamic) block is reported with its C(for_each) and C(count), the number of blocks it makes,
+      or C(not known before Packer runs) when that depends on more than variables and locals.
+    - C(sources) written as an expression (C(sources = var.x)) is C(not known before Packer runs), with
+      the expression in C(sources_expression).
   returned: always
   type: list
   elements: dict

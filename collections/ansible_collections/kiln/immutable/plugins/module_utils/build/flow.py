@@ -121,6 +121,7 @@ def plan(request: BuildRequest, catalog: Catalog) -> Plan:
         template,
         variables,
         packer_version=info.version,
+        key=fingerprint_mod.catalog_key(catalog) if template.has_secrets else None,
         image_id=docker_api.image_id,
         var_files=request.var_files,
         sources=sources,
@@ -136,7 +137,7 @@ def selected_sources(template: template_mod.Template, only: list[str], except_: 
 
     A pattern that matches no source is refused, naming the sources the template has.
     """
-    declared = sorted({s for b in template.builds for s in b.sources})
+    declared = buildable_sources(template)
 
     def matching(option: str, patterns: list[str]) -> set[str]:
         found: set[str] = set()
@@ -156,6 +157,14 @@ def selected_sources(template: template_mod.Template, only: list[str], except_: 
     if not chosen:
         raise BuildError("only/except leave no source to build", parameter="only")
     return chosen
+
+
+def buildable_sources(template: template_mod.Template) -> list[str]:
+    """The sources the template's builds name; a build whose list is an expression may run any source."""
+    named = {s for b in template.builds for s in b.sources}
+    if any(b.sources_expression is not None for b in template.builds):
+        named |= set(template.sources)
+    return sorted(named)
 
 
 # ------------------------------------------------------------------------------------------------ build
@@ -218,12 +227,12 @@ def up_to_date(p: Plan) -> Outcome:
 
 def validate(p: Plan, name: str) -> None:
     """``packer validate`` with the version name the build would get (check mode)."""
-    with staged(p) as folder:
+    with staged(p) as target:
         log = os.path.join(state_dir(), "logs", f"{p.image}-validate.log")
         packer.run_packer(
-            ["validate", *_packer_args(p, name), folder],
+            ["validate", *_packer_args(p, name), target],
             info=p.packer,
-            cwd=folder,
+            cwd=p.template.path,
             log_path=log,
             timeout_s=300,
             secrets=p.secrets,
@@ -241,17 +250,17 @@ def build(
     log_path = os.path.join(state_dir(), "logs", f"{p.image}-{name}-{time.strftime('%Y%m%dT%H%M%S')}.log")
     result: packer.RunResult | None = None
     try:
-        with staged(p) as folder:
+        with staged(p) as target:
             if p.packer.modern and p.template.required_plugins:
                 packer.run_packer(
-                    ["init", folder], info=p.packer, cwd=folder, log_path=log_path, timeout_s=600
+                    ["init", target], info=p.packer, cwd=p.template.path, log_path=log_path, timeout_s=600
                 )
             args = ["build", "-machine-readable", f"-on-error={p.request.on_error}", *_packer_args(p, name)]
             try:
                 result = packer.run_packer(
-                    [*args, folder],
+                    [*args, target],
                     info=p.packer,
-                    cwd=folder,
+                    cwd=p.template.path,
                     log_path=log_path,
                     timeout_s=p.request.timeout_s,
                     on_progress=on_progress,
@@ -318,7 +327,7 @@ def _packer_args(p: Plan, name: str) -> list[str]:
     if VERSION_VARIABLE in p.template.variables:
         explicit[VERSION_VARIABLE] = name
     var_files = [os.path.abspath(f) for f in p.request.var_files]
-    every = sorted({s for b in p.template.builds for s in b.sources})
+    every = buildable_sources(p.template)
     only = p.sources if p.sources and p.sources != every else []
     return [*packer.var_args(explicit, var_files), *packer.filter_args(only)]
 
@@ -327,11 +336,13 @@ def _packer_args(p: Plan, name: str) -> list[str]:
 
 
 class staged:
-    """The folder Packer runs on: the template itself, or a sibling copy adapted to the Packer version.
+    """What Packer is pointed at: the template itself, or a sibling copy adapted to the Packer version.
 
-    Packer 1.6 rejects ``packer { required_plugins }``: it gets a copy without those files. Modern
-    Packer without such a block gets a generated one. The copy is a sibling folder of symlinks, so
-    ``${path.root}/..`` still points where the template expects.
+    Packer 1.6 rejects a ``packer {}`` block: its copy leaves the block out wherever it stands (a file
+    holding nothing else is left out; in another file the block's lines are blanked, so Packer's line
+    numbers still match). Modern Packer without ``required_plugins`` gets a generated block. The copy
+    is a sibling folder of symlinks, so ``${path.root}/..`` still points where the template expects.
+    A single-file template stays a single file: Packer is pointed at that file alone.
     """
 
     def __init__(self, p: Plan):
@@ -340,29 +351,46 @@ class staged:
 
     def __enter__(self) -> str:
         t = self.plan.template
-        drop = set(t.plugins_files) if not self.plan.packer.modern else set()
-        generate = self.plan.packer.modern and not t.required_plugins
-        if not drop and not generate:
-            return t.path
-        parent = os.path.dirname(t.path)
+        rewritten: dict[str, str | None] = {}  # file name -> its staged text (None: left out)
+        if not self.plan.packer.modern:
+            for file, spans in t.packer_blocks.items():
+                rewritten[os.path.basename(file)] = _without_blocks(file, spans)
+        elif not t.required_plugins:
+            if t.single_file:
+                first = t.files[0]
+                rewritten[os.path.basename(first)] = template_mod.read_text(first) + "\n" + plugins_block(t)
+            else:
+                rewritten["kiln-plugins.pkr.hcl"] = plugins_block(t)
+        if not rewritten:
+            return t.target
         prefix = f".kiln-{t.name}-"
         try:
-            self.folder = tempfile.mkdtemp(prefix=prefix, dir=parent)
+            self.folder = tempfile.mkdtemp(prefix=prefix, dir=os.path.dirname(t.path))
         except OSError:  # a read-only checkout: ${path.root}/.. then differs, which most templates allow
             self.folder = tempfile.mkdtemp(prefix=prefix)
         for entry in sorted(os.listdir(t.path)):
-            source = os.path.join(t.path, entry)
-            if source in drop:
-                continue
-            os.symlink(source, os.path.join(self.folder, entry))
-        if generate:
-            with open(os.path.join(self.folder, "kiln-plugins.pkr.hcl"), "w", encoding="utf-8") as handle:
-                handle.write(plugins_block(t))
-        return self.folder
+            if entry not in rewritten:
+                os.symlink(os.path.join(t.path, entry), os.path.join(self.folder, entry))
+        for entry, text in rewritten.items():
+            if text is not None:
+                with open(os.path.join(self.folder, entry), "w", encoding="utf-8") as handle:
+                    handle.write(text)
+        return os.path.join(self.folder, os.path.basename(t.files[0])) if t.single_file else self.folder
 
     def __exit__(self, *exc) -> None:
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _without_blocks(file: str, spans: list[template_mod.BlockSpan]) -> str | None:
+    """``file``'s text with the blocks of ``spans`` blanked line for line; None when nothing else is left."""
+    parsed = template_mod.read_file(file)
+    if set(parsed.doc) <= {"packer"}:
+        return None
+    text = parsed.text
+    for span in sorted(spans, key=lambda s: s.start, reverse=True):
+        text = text[: span.start] + "\n" * text.count("\n", span.start, span.end) + text[span.end :]
+    return text
 
 
 def plugins_block(t: template_mod.Template) -> str:
@@ -513,7 +541,6 @@ def template_info(
 ) -> dict:
     """What ``packer_template_info`` returns: the template model, resolved values, optional validation."""
     template = template_mod.load(path)
-    out = template.to_dict()
     declared = template.variables
     resolved = template_mod.resolve_variables(
         template,
@@ -521,6 +548,7 @@ def template_info(
         var_files,
         provided_by_kiln=tuple(declared),  # report missing, do not refuse
     )
+    out = template.to_dict(template_mod.scope(template, resolved))
     missing = sorted(n for n, v in declared.items() if v.required and n not in resolved)
     out["resolved_variables"] = {
         n: ("********" if declared[n].sensitive else v) for n, v in sorted(resolved.items())
