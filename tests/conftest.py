@@ -4,6 +4,39 @@
 # tests/integration and tests/reliability.
 from rollout_fixtures import rollout_world  # noqa: F401
 
+# --- Running at once (pytest-xdist, `-n 2 --dist loadgroup` in .ci/run): the roll-out tests share one set
+# of built images and measure requests through HAProxy, so they run in one worker, one after the other;
+# the conventions test (ansible-test sanity, ansible-lint) is the longest single test and starts first
+# in a worker of its own, and everything else fills the workers.
+GROUPS = {"rollout_world": "docker-rollouts"}
+
+
+def pytest_collection_modifyitems(config, items):
+    import os
+
+    import pytest
+
+    # A test that restarts the machine's dockerd runs only when asked to, in a run of its own.
+    if os.environ.get("KILN_TEST_DOCKERD_RESTART") != "1":
+        restarts = [item for item in items if item.get_closest_marker("dockerd_restart")]
+        if restarts:
+            config.hook.pytest_deselected(items=restarts)
+            items[:] = [item for item in items if item not in restarts]
+    for item in items:
+        group = next((g for fixture, g in GROUPS.items() if fixture in item.fixturenames), None)
+        if item.path.name == "test_conventions.py":
+            group = "conventions"
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    # Longest first: the conventions, then the roll-out group, so neither is left for the end alone.
+    order = {"conventions": 0, "docker-rollouts": 1}
+    items.sort(key=lambda item: order.get(_group(item), 2))
+
+
+def _group(item) -> str | None:
+    marker = item.get_closest_marker("xdist_group")
+    return marker.args[0] if marker and marker.args else None
+
 
 # --- In CI, scripts/setup has installed every prerequisite (Docker, the base image, Chromium, dpkg):
 # a test that skips there points at a missing install step, so the run fails instead of passing quietly.

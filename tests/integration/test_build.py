@@ -125,7 +125,8 @@ def test_second_run_changes_nothing_and_is_fast(env, web_built):
     assert result["up_to_date"] is True
     assert result["version"] == "web/1"
     assert "built from the same inputs" in result["reason"]
-    assert result["decision_s"] < 2.0  # generous: CI machines are busy; bench/build.py measures it
+    # A ratio, not a time limit (busy machines vary); bench/build.py measures the decision itself.
+    assert result["decision_s"] < first_elapsed / 10
     assert elapsed < first_elapsed / 3
     with catalog(env) as opened:
         assert [v.ref for v in opened.list_versions("web")] == ["web/1"]

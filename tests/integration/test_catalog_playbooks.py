@@ -95,6 +95,8 @@ def test_modules_register_promote_and_report_changes_honestly(env, tmp_path):
 def test_the_repository_policy_refuses_with_the_rule_and_changes_nothing(env, tmp_path):
     play(env, [register(1)], tmp_path)
     playbook(env, "promote", {"kiln_version": "web/1", "kiln_channel": "dev"})
+    with Catalog(env["KILN_CATALOG"]) as catalog:
+        before = catalog.export()  # versions, channels, their history and the audit events
     refused = playbook(env, "promote", {"kiln_version": "web/1", "kiln_channel": "staging"})[0]
     assert refused["failed"]
     assert refused["msg"] == (
@@ -103,6 +105,8 @@ def test_the_repository_policy_refuses_with_the_rule_and_changes_nothing(env, tm
     )
     unknown = playbook(env, "promote", {"kiln_version": "web/1", "kiln_channel": "prdo"})[0]
     assert "channel 'prdo' of image 'web' is not in the promotion policy" in unknown["msg"]
+    with Catalog(env["KILN_CATALOG"]) as catalog:
+        assert catalog.export() == before
     tested = play(
         env,
         [{"kiln.immutable.image_version": {"version": "web/1", "test_result": {"passed": True}}}],

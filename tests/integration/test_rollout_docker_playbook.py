@@ -20,6 +20,7 @@ def test_the_rollout_playbook_replaces_a_group_under_load_without_a_failed_reque
     assert first.returncode == 0, first.stdout[-3000:]
     assert_converged(group, good, 4)
     before = snapshot(group)
+    group_before = docker_environment.status(group)
 
     plan = playbook(
         world.env, "rollout", {"kiln_group": group, "kiln_version": nxt}, check=True, inventory=inventory
@@ -27,7 +28,8 @@ def test_the_rollout_playbook_replaces_a_group_under_load_without_a_failed_reque
     planned = rollout_result(plan)
     assert plan.returncode == 0 and planned["changed"] is True
     assert [[s["to"] for s in b["slots"]] for b in planned["plan"]["batches"]] == [[nxt, nxt], [nxt, nxt]]
-    assert snapshot(group) == before  # check mode changed nothing
+    assert snapshot(group) == before  # check mode changed nothing: instances, servers, volumes,
+    assert docker_environment.status(group) == group_before  # the network and the load balancer
 
     address = docker_environment.load_balancer(group).address()
     with LoadGenerator(address, rate=100) as load:

@@ -80,7 +80,9 @@ def test_rollout_and_rollback_playbooks(setup):
         [(0, None, good.ref)],
         [(1, None, good.ref)],
     ]
-    assert docker_environment.status(group)["instances"] == []
+    nothing = docker_environment.status(group)  # check mode created no instance, network or load balancer
+    assert nothing["instances"] == [] and nothing["network"] is None and nothing["volumes"] == []
+    assert nothing["load_balancer"]["status"] == "absent"
 
     first = run("rollout")
     assert first.returncode == 0, first.stdout[-3000:]

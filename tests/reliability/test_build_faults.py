@@ -204,3 +204,35 @@ def test_a_damaged_role_file_is_named(state, tmp_path):
     (folder / "roles" / "motd" / "meta" / "main.yml").write_text("dependencies: [\n")
     with pytest.raises(bm.fingerprint_mod.FingerprintError, match=r"roles/motd/meta/main.yml"):
         bm.run(bm.BuildRequest(template=str(folder)))
+
+
+@pytest.mark.docker
+def test_kiln_killed_mid_build_leaves_nothing_for_long_and_the_next_build_says_so(state, tmp_path):
+    """Packer runs in its own session: a SIGKILL of kiln does not reach it, its guard stops it."""
+    progress = tmp_path / "progress"
+    proc = start_build(state, progress, variables={"repository": f"{PREFIX}/tiny", "sleep": 120})
+    try:
+        wait_for(lambda: progress.exists() and "hello, world" in progress.read_text(), 60, "the provisioner")
+    finally:
+        proc.kill()
+        proc.wait(10)
+    [record] = [json.loads(p.read_text()) for p in (state / "builds").glob("*.json")]
+    assert record["packer_pid"] and record["containers"]
+    log_path = record["log_path"]
+    wait_for(lambda: "Cleanly cancelled builds" in Path(log_path).read_text(), 90, "packer to clean up")
+    wait_for(lambda: not Path(f"/proc/{record['packer_pid']}").exists(), 30, "packer to exit")
+    assert_nothing_left(state, log_path)
+    assert "interrupting packer" in Path(log_path).read_text()
+
+    again = start_build(state, tmp_path / "progress2", variables={"repository": f"{PREFIX}/tiny"})
+    out, _ = again.communicate(timeout=300)
+    outcome = json.loads(out)
+    assert outcome.get("changed"), outcome
+    [said] = [w for w in outcome["warnings"] if "interrupted build" in w]
+    assert f"removed what the interrupted build of tiny/{record['version']}" in said
+    assert list((state / "builds").glob("*.json")) == []
+    with Catalog(str(state / "catalog.db")) as opened:
+        assert [v.ref for v in opened.list_versions("tiny")] == [
+            outcome["version"]
+        ]  # none for the killed one
+    docker_api.client().images.remove(outcome["artifacts"]["docker"]["image_id"], force=True)

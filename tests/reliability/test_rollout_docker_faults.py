@@ -109,14 +109,20 @@ def test_a_second_rollout_of_the_same_group_is_refused_while_one_runs(rollout_wo
     world = rollout_world
     group = world.group()
     engine_rollout(world, group, "good", size=2, batch_size=2)
-    proc = _start(world, tmp_path, group, 2, "next", {"batch_size": 1}, {"warmup": 2})
+    proc = _start(world, tmp_path, group, 2, "next", {"batch_size": 1}, {})
     try:
         _wait_for(lambda: _events(world, group, "launch", "next"), 120, "the first roll-out to start")
-        journal_id = _journal(world, group)["id"]
-        second = _start(world, tmp_path, group, 2, "next", {"batch_size": 1}, {})
-        out2, _ = second.communicate(timeout=120)
+        # Hold the first roll-out right there (it holds the lock) until the second one has been refused.
+        journal = _journal(world, group)
+        os.kill(journal["pid"], signal.SIGSTOP)
+        try:
+            second = _start(world, tmp_path, group, 2, "next", {"batch_size": 1}, {})
+            out2, _ = second.communicate(timeout=120)
+        finally:
+            os.kill(journal["pid"], signal.SIGCONT)
         assert second.returncode != 0
         assert f"a roll-out of group '{group}' is already running" in out2, out2[-3000:]
+        journal_id = journal["id"]
         out, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
@@ -126,6 +132,51 @@ def test_a_second_rollout_of_the_same_group_is_refused_while_one_runs(rollout_wo
     journal = _journal(world, group)
     assert journal["id"] == journal_id and journal["status"] == "succeeded" and len(journal["runs"]) == 1
     assert_converged(group, world.version("next").ref, 2)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_playbook_stops_its_rollout_at_a_safe_point_and_the_next_run_resumes(
+    rollout_world, tmp_path, sig
+):
+    world = rollout_world
+    group = world.group()
+    engine_rollout(world, group, "good", size=4, batch_size=4)
+    address = docker_environment.load_balancer(group).address()
+    options = {"batch_size": 1, "max_surge": 1}
+    with LoadGenerator(address, rate=100) as load:
+        proc = _start(world, tmp_path, group, 4, "next", options, {})
+        try:
+            _wait_for(lambda: len(_events(world, group, "launched", "next")) >= 2, 120, "the second launch")
+            # Ctrl-C reaches the terminal's process group: ansible-playbook, not the module (its own session).
+            os.killpg(proc.pid, sig)
+            proc.communicate(timeout=60)
+            journal = _wait_for(
+                lambda: (j := _journal(world, group)).get("status") == "interrupted" and j,
+                60,
+                "the module to stop at a safe point",
+            )
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        [stop] = [e for e in journal["events"] if e["event"] == "interrupted"]
+        first_id = journal["id"]
+        # The module heard the signal itself, or saw ansible-playbook exit (when in another session).
+        assert stop["in_service"] == 4
+        assert stop["reason"] == sig.name or "exited" in stop["reason"], stop
+        left = snapshot(group)
+        assert sorted(slot for _, slot, *_ in left["instances"]) == [0, 1, 2, 3], left  # nothing half-added
+        assert set(left["servers"].values()) == {"ready"}, left
+        assert 1 <= sum(v == world.version("next").ref for _, _, v, _ in left["instances"]) < 4
+
+        rerun = _start(world, tmp_path, group, 4, "next", options, {})  # the lock was released
+        out, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, out[-3000:]
+    journal = _journal(world, group)
+    assert journal["status"] == "succeeded" and journal["id"] == first_id
+    assert [e["event"] for e in journal["events"]].count("resume") == 1
+    assert_converged(group, world.version("next").ref, 4)
+    assert not load.report.failed, load.report.summary()
 
 
 @pytest.mark.parametrize(

@@ -69,6 +69,8 @@ class World:
         self.max_parallel_launches = 0
         self.min_ready: int | None = None
         self.max_alive = 0
+        self.requests: dict[str, float] = {}  # server -> when the request in flight on it ends
+        self.cut: list[str] = []  # servers removed while a request was still in flight
 
     # --- bookkeeping
 
@@ -195,10 +197,19 @@ class FakeLoadBalancer:
     def drain(self, instance: Instance) -> None:
         self._set("drain", instance, SERVER_DRAIN)
 
+    def _in_flight(self, instance: Instance) -> bool:
+        with self.world.lock:
+            return self.world.requests.get(instance.name, 0) > time.monotonic()
+
     def wait_drained(self, instance: Instance, timeout: float) -> None:
-        pass
+        """Until the request in flight on the server ends, at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while self._in_flight(instance) and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def remove(self, instance: Instance) -> None:
+        if self._in_flight(instance):
+            self.world.cut.append(instance.name)
         self._set("remove", instance, None)
 
     def servers(self) -> dict[str, str]:

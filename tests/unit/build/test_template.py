@@ -181,7 +181,13 @@ def test_the_parse_cache_returns_the_same_dict(tmp_path, monkeypatch):
     path = str(FIXTURES / "pair" / "pair.pkr.hcl")
     first = tm.read_file(path).doc
     assert list((tmp_path / "state" / "cache").glob("hcl*/*.json"))
-    assert tm.read_file(path).doc == first == tm.parse_hcl(path, Path(path).read_text())
+    assert first == tm.parse_hcl(path, Path(path).read_text())
+
+    def no_parse(*args):
+        raise AssertionError("parsed again instead of reading the cache")
+
+    monkeypatch.setattr(tm, "parse_hcl", no_parse)
+    assert tm.read_file(path).doc == first  # answered from the cache: the parser was not called
 
 
 def test_interpolation_of_what_kiln_needs():

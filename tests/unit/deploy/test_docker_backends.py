@@ -16,6 +16,7 @@ from ansible_collections.kiln.immutable.plugins.module_utils.loadbalancers.hapro
     LoadBalancerError,
     RuntimeAPI,
     admin_state,
+    config_servers,
     config_text,
     parse_servers_state,
     parse_sessions,
@@ -72,12 +73,20 @@ def test_sessions_come_from_the_recorded_show_stat_csv():
     assert parse_sessions(busy, "app", "kiln-kdexp3-web-0-139c57") == 5  # queued + current
 
 
-def test_the_configuration_has_an_empty_backend_and_an_admin_socket():
+def test_the_configuration_has_an_admin_socket_and_lists_the_servers_in_service():
     text = config_text("/ready")
     assert "stats socket /run/kiln/admin.sock mode 600 level admin" in text
     assert "option httpchk GET /ready" in text
-    assert "\n    server " not in text  # servers only ever come from the runtime API
+    assert "\n    server " not in text and config_servers(text) == {}
     assert "option redispatch" in text and "option http-server-close" in text
+    servers = {"kiln-web-1-0002": "kiln-web-1-0002:8080", "kiln-web-0-0001": "kiln-web-0-0001:8080"}
+    text = config_text("/ready", servers, check_interval=0.5)
+    assert config_servers(text) == servers
+    # Same checks as a server added at run time; a name Docker no longer resolves does not stop HAProxy.
+    assert (
+        "    server kiln-web-0-0001 kiln-web-0-0001:8080 check inter 500 rise 1 fall 2 "
+        "init-addr last,libc,none\n" in text
+    )
 
 
 class _FakeHAProxy:
@@ -138,6 +147,10 @@ def test_load_balancer_commands_and_refusals(tmp_path, monkeypatch):
         {
             "add server app/i1 10.0.0.2:8080 check inter 1000 rise 1 fall 2": "New server registered.\n",
             "enable health app/i1": "\n",
+            "enable server app/i1": "\n",
+            "set server app/i1 health up": "\n",
+            "show servers state app": "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state\n"
+            "3 app 1 i1 10.0.0.2 2 0 1 1 0 6 3 4 6 0 0 0 - 8080 - 0 0 - - 0\n",
             "set server app/i1 state drain": "\n",
             "set server app/gone state maint": "No such server.\n",
             "enable server app/i2": "No such server.\n",
@@ -158,17 +171,25 @@ def test_load_balancer_commands_and_refusals(tmp_path, monkeypatch):
             backend_address="10.0.0.2:8080",
         )
 
+    configured = lambda: config_servers((tmp_path / "haproxy.cfg").read_text())  # noqa: E731
     try:
         lb.add(inst("i1"))
+        assert not (tmp_path / "haproxy.cfg").exists()  # in maintenance: not for a restart to serve
+        lb.enable(inst("i1"))
+        assert configured() == {"i1": "i1:8080"}  # in service, by name: a restarted HAProxy serves it
         lb.drain(inst("i1"))
+        assert configured() == {}
         lb.remove(inst("gone"))  # already gone: not an error
         with pytest.raises(
             LoadBalancerError, match=r"HAProxy refused 'enable server app/i2' for group web-test"
         ):
             lb._cmd("enable server app/i2")
-        assert fake.seen[:3] == [
+        assert fake.seen[:6] == [
             "add server app/i1 10.0.0.2:8080 check inter 1000 rise 1 fall 2",
             "enable health app/i1",
+            "enable server app/i1",
+            "set server app/i1 health up",
+            "show servers state app",
             "set server app/i1 state drain",
         ]
     finally:

@@ -225,8 +225,11 @@ def health_server():
     import http.server
     import threading
 
+    probes: list[str] = []
+
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - the stdlib's name
+            probes.append(self.path)
             self.send_response(200 if self.path == "/healthz" else 503)
             self.end_headers()
 
@@ -236,23 +239,78 @@ def health_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
+    yield f"127.0.0.1:{server.server_address[1]}", probes
     server.shutdown()
     server.server_close()
 
 
 def test_health_is_probed_once_per_running_instance(catalog, health_server):
-    good, sick, stopped = inst(0, "web/2"), inst(1, "web/2"), inst(2, "web/2")
-    good.probe_address = sick.probe_address = health_server
+    address, probes = health_server
+    good, other, sick, stopped = inst(0, "web/2"), inst(1, "web/2"), inst(1, "web/2"), inst(2, "web/2")
+    good.probe_address = other.probe_address = sick.probe_address = address
     stopped.alive, stopped.probe_address = False, ""
     inspector = FakeInspector(health={stopped.name: "exited"})
     healthz = GroupTarget("web-prod", "web", "prod", health={"type": "http", "path": "/healthz"})
     sickz = GroupTarget("web-prod", "web", "prod", health={"type": "http", "path": "/sick"})
-    provider = FakeProvider([good, stopped])
+    provider = FakeProvider([good, other, stopped])
     states = detect([healthz], catalog, provider, inspector).groups[0].instances
-    assert [s.health for s in states] == ["healthy", "exited"]
+    assert [s.health for s in states] == ["healthy", "healthy", "exited"]
+    assert probes == ["/healthz", "/healthz"]  # one probe per running instance, none for the stopped one
     provider = FakeProvider([sick])
     assert detect([sickz], catalog, provider, inspector).groups[0].instances[0].health == "unhealthy"
+    assert probes[2:] == ["/sick"]  # an unhealthy answer is not retried
     # nothing listens: no answer
     sick.probe_address = "127.0.0.1:1"
     assert detect([sickz], catalog, provider, inspector).groups[0].instances[0].health == "no answer"
+
+
+class FakeLoadBalancer:
+    def __init__(self, servers=None, error=None):
+        self.states, self.error = servers or {}, error
+
+    def servers(self):
+        if self.error:
+            raise KilnError(self.error)
+        return dict(self.states)
+
+
+def test_instances_the_load_balancer_does_not_serve_are_drift(catalog):
+    served, missing, drained, stopped = inst(0, "web/2"), inst(1, "web/2"), inst(2, "web/2"), inst(3, "web/2")
+    stopped.alive = False
+    provider = FakeProvider([served, missing, drained, stopped])
+    lb = FakeLoadBalancer({served.name: "ready", drained.name: "maint"})
+    report = detect([PROD], catalog, provider, FakeInspector(), load_balancer=lb)
+    assert report.drifted
+    assert [(f.instance, f.kind) for f in report.findings] == [(missing.name, "lb"), (drained.name, "lb")]
+    assert "has no server for the instance" in report.findings[0].detail
+    assert "in state maint" in report.findings[1].detail
+    assert [i.drift for i in report.groups[0].instances] == [[], ["lb"], ["lb"], []]
+    # A restarted load balancer that has all its servers back is no drift.
+    lb = FakeLoadBalancer({i.name: "ready" for i in (served, missing, drained)})
+    assert not detect([PROD], catalog, provider, FakeInspector(), load_balancer=lb).drifted
+
+
+def test_a_load_balancer_that_does_not_answer_is_drift_naming_why(catalog):
+    provider = FakeProvider([inst(0, "web/2")])
+    lb = FakeLoadBalancer(error="HAProxy runtime API at /x/admin.sock did not answer 'show servers state'")
+    [finding] = detect([PROD], catalog, provider, FakeInspector(), load_balancer=lb).findings
+    assert finding.kind == "lb" and "does not answer (HAProxy runtime API" in finding.detail
+
+
+def test_the_inventory_names_the_groups_load_balancer():
+    inventory = {
+        "kiln_groups": {"hosts": ["web-prod"]},
+        "_meta": {
+            "hostvars": {
+                "web-prod": {
+                    "kiln_group_image": "web",
+                    "kiln_group_channel": "prod",
+                    "kiln_group_load_balancer": "haproxy",
+                }
+            }
+        },
+    }
+    [target] = GroupTarget.from_inventory(inventory)
+    assert target.load_balancer == "haproxy"
+    with pytest.raises(KilnError, match="group 'web-prod': unknown load balancer 'nginx'"):
+        detect([GroupTarget("web-prod", "web", "prod", load_balancer="nginx")], catalog=None)

@@ -89,12 +89,12 @@ def test_surge_and_unavailability_together(tmp_path):
 
 
 def test_launches_within_a_batch_run_in_parallel(world, tmp_path):
-    world.launch_delay = 0.05
+    world.launch_delay = 0.3  # long enough to overlap on a busy machine
     rollout(world, tmp_path, batch_size=4).run()
     assert world.max_parallel_launches == 4
     other = World(group="web-other")
     other.seed(4, V1)
-    other.launch_delay = 0.05
+    other.launch_delay = 0.3  # long enough to overlap on a busy machine
     rollout(other, tmp_path, batch_size=4, parallel=2).run()
     assert other.max_parallel_launches == 2
 

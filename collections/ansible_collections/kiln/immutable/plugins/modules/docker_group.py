@@ -42,7 +42,7 @@ options:
   provider_options:
     description:
       - Options of the docker provider (C(port), C(bind), C(data_path), C(tmpfs_size), C(stop_timeout),
-        C(memory)); the same as the roll-out's.
+        C(memory), C(publish)); the same as the roll-out's.
     type: dict
     default: {}
   load_balancer_options:

@@ -29,8 +29,8 @@ options:
     description:
       - The groups to check, each with the image it runs and the channel it follows.
       - In the local inventory these are the hosts of C(kiln_groups) with their C(kiln_group_image),
-        C(kiln_group_channel), C(kiln_group_provider), C(kiln_group_provider_options) and
-        C(kiln_group_health) variables.
+        C(kiln_group_channel), C(kiln_group_provider), C(kiln_group_provider_options),
+        C(kiln_group_health) and C(kiln_group_load_balancer) variables.
     type: list
     elements: dict
     required: true
@@ -61,6 +61,14 @@ options:
           - A health check (as for the roll-out - C(type), C(path), C(status), C(timeout)) probed once per
             running instance to report its health. Without it, the provider's own state is reported.
         type: dict
+      load_balancer:
+        description:
+          - The group's load balancer. With C(haproxy), a running instance that the group's HAProxy does
+            not send traffic to (a restarted or recreated load balancer without its servers, or none
+            running) is drift of kind C(lb).
+        type: str
+        default: none
+        choices: [haproxy, none]
   filesystem:
     description: Look for filesystem changes (one C(docker diff) per instance).
     type: bool
@@ -77,6 +85,7 @@ EXAMPLES = r"""
         channel: "{{ kiln_group_channel }}"
         provider_options: "{{ kiln_group_provider_options }}"
         health: "{{ kiln_group_health }}"
+        load_balancer: "{{ kiln_group_load_balancer }}"
   register: kiln_drift
 
 - name: Fail (and let the scheduler alert) when something drifted
@@ -186,6 +195,7 @@ def main() -> None:
                     provider=dict(type="str", default=PROVIDERS[0], choices=list(PROVIDERS)),
                     provider_options=dict(type="dict", default={}),
                     health=dict(type="dict"),
+                    load_balancer=dict(type="str", default="none", choices=["haproxy", "none"]),
                 ),
             ),
             filesystem=dict(type="bool", default=True),

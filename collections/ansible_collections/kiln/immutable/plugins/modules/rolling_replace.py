@@ -158,7 +158,8 @@ options:
   provider_options:
     description:
       - Options of the provider. Docker - C(port) (the app's port in the container), C(bind), C(data_path),
-        C(tmpfs_size), C(stop_timeout), C(memory).
+        C(tmpfs_size), C(stop_timeout), C(memory), C(publish) (also publish the app on C(bind); by default
+        the load balancer and the health probe reach it on the group network).
     type: dict
     default: {}
   load_balancer:

@@ -27,7 +27,7 @@ from ..common import docker_api
 from ..common.errors import KilnError
 from ..common.paths import state_dir
 from . import fingerprint as fingerprint_mod
-from . import packer
+from . import leftovers, packer
 from . import template as template_mod
 
 VERSION_VARIABLE = "version"
@@ -246,6 +246,10 @@ def build(
 ) -> Outcome:
     """Bake the image and register its version; BuildError (nothing recorded, nothing left) on failure."""
     started = time.monotonic()
+    cleaned = leftovers.clean()  # what an earlier build killed with kiln left behind
+    for sentence in cleaned:
+        if on_progress:
+            on_progress(sentence)
     name = catalog.reserve_version(p.image)
     log_path = os.path.join(state_dir(), "logs", f"{p.image}-{name}-{time.strftime('%Y%m%dT%H%M%S')}.log")
     result: packer.RunResult | None = None
@@ -257,16 +261,18 @@ def build(
                 )
             args = ["build", "-machine-readable", f"-on-error={p.request.on_error}", *_packer_args(p, name)]
             try:
-                result = packer.run_packer(
-                    [*args, target],
-                    info=p.packer,
-                    cwd=p.template.path,
-                    log_path=log_path,
-                    timeout_s=p.request.timeout_s,
-                    on_progress=on_progress,
-                    secrets=p.secrets,
-                    check=False,
-                )
+                with leftovers.BuildRecord(p.image, name, log_path) as record:
+                    result = packer.run_packer(
+                        [*args, target],
+                        info=p.packer,
+                        cwd=p.template.path,
+                        log_path=log_path,
+                        timeout_s=p.request.timeout_s,
+                        on_progress=on_progress,
+                        secrets=p.secrets,
+                        check=False,
+                        record=record,
+                    )
             finally:
                 _remove_leftovers(result, p.request.on_error)
         packer.raise_for(result)
@@ -317,7 +323,7 @@ def build(
         decision_s=p.decision_s,
         log_path=log_path,
         packer_version=p.packer.version,
-        warnings=p.fingerprint.warnings,
+        warnings=[*p.fingerprint.warnings, *cleaned],
         cmd=result.cmd,
     )
 

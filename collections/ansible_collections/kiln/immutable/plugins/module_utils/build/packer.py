@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from ..common.errors import KilnError
 from ..common.paths import state_dir
+from .leftovers import BuildRecord
 
 HOW_TO_INSTALL = (
     "install Packer (Debian: apt-get install packer; other systems: "
@@ -282,13 +283,15 @@ def run_packer(
     env: dict[str, str] | None = None,
     secrets: Iterable[str] = (),
     check: bool = True,
+    record: BuildRecord | None = None,
 ) -> RunResult:
     """Run ``packer <args> -machine-readable`` streaming its output; PackerError unless it succeeds.
 
     Every line goes to ``log_path`` as it arrives (the full log, kept after the run). ``on_progress``
     receives each ui line. SIGINT and SIGTERM received meanwhile are passed on to Packer, which then
     cleans up; after ``timeout_s`` Packer is interrupted the same way. ``secrets`` are masked in the
-    command kept in errors and in the log.
+    command kept in errors and in the log. ``record`` (a leftovers.BuildRecord) notes Packer's process
+    and its build containers, and guards Packer against kiln's sudden death.
     """
     cmd = [info.path, *args]
     shown = _display_cmd(cmd, secrets)
@@ -318,6 +321,7 @@ def run_packer(
         except OSError as exc:
             raise PackerNotFound(f"cannot run {info.path}: {exc}; {HOW_TO_INSTALL}", cmd=shown) from exc
         stop.attach(proc)
+        guard = record.started(proc, GRACE_S, log_path) if record is not None else None
         log_lock = threading.Lock()
 
         def write(line: str) -> None:
@@ -347,6 +351,8 @@ def run_packer(
                         tail.append(line.rstrip("\n"))
                     continue
                 stream.feed(message)
+                if record is not None and stream.container_ids:
+                    record.container(stream.container_ids[-1])
                 text = progress_text(message)
                 if text:
                     tail.append(text)
@@ -361,6 +367,9 @@ def run_packer(
             if proc.poll() is None:  # an exception in this loop: do not leave Packer running alone
                 stop.interrupt("error")
                 proc.wait()
+            if guard is not None:
+                guard.kill()
+                guard.wait()
     result = RunResult(
         shown,
         rc,

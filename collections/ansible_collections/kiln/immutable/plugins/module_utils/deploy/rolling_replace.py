@@ -8,6 +8,7 @@ named by the module's options, and runs (or, in check mode, plans) the roll-out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -16,6 +17,7 @@ from ..common.files import line_appender
 from ..observe import report
 from ..rollout.engine import Rollout
 from ..rollout.health import HealthCheck, Prober, probe_once
+from ..rollout.interrupt import StopRequest, stop_when_asked
 from ..rollout.options import RolloutError, RolloutOptions, check_deployable
 from .backends import LOAD_BALANCERS, PROVIDERS, build_backends
 
@@ -55,7 +57,8 @@ class ProgressLog:
 
     def __call__(self, event: dict[str, Any]) -> None:
         fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "at", "event"))
-        self._append(f"{event['at']} {event['event']} {fields}")
+        with contextlib.suppress(OSError):  # a full disk: the journal says so
+            self._append(f"{event['at']} {event['event']} {fields}")
 
 
 def execute(
@@ -97,7 +100,8 @@ def execute(
                 "diff": {"before": before, "after": after},
             }
         rollout.on_event = ProgressLog(os.path.join(rollout.folder, "progress.log"))
-        result = rollout.run()
+        with stop_when_asked(StopRequest()) as rollout.stop:
+            result = rollout.run()
     result["report_path"] = report.write_html(result)  # the page beside the result JSON
     touched = {s for b in result["batches"] for s in map(str, b["slots"])}
     result["diff"] = {
@@ -122,6 +126,13 @@ def module_result(params: dict[str, Any], check: bool) -> dict[str, Any]:
 
 def failure_message(result: dict[str, Any]) -> str | None:
     """The module's failure message for a roll-out that did not reach its target, else None."""
+    if result["status"] == "interrupted":
+        stop = next((e for e in reversed(result["events"]) if e["event"] == "interrupted"), {})
+        return (
+            f"roll-out of group {result['group']} to {result['target']} was interrupted "
+            f"({stop.get('reason') or 'stop requested'}) at a safe point with {stop.get('in_service')} "
+            "instance(s) in service; run it again to resume"
+        )
     if result["status"] not in FAILED:
         return None
     failed = ", ".join(map(str, result["failed_slots"])) or "none"

@@ -3,14 +3,16 @@
 """Drift: instances that differ from what the catalog says should run, or that changed after they started.
 
 Per group (a :class:`GroupTarget`: the group, the image it runs and the channel it follows) kiln
-finds four kinds of drift:
+finds five kinds of drift:
 
 - ``version``: the instance runs another version than the one the channel points at;
 - ``revoked``: the instance runs a version that was revoked (or that the catalog does not know);
 - ``image``: the instance does not run the artifact of the version it claims (a container started by
   hand on another image, with kiln's labels);
 - ``filesystem``: files changed after the instance was made, outside its data volumes and tmpfs
-  mounts, with the changed paths.
+  mounts, with the changed paths;
+- ``lb``: a running instance that the group's load balancer does not send traffic to (a load balancer
+  that was recreated or restarted without its servers, or one that is not running at all).
 
 Instances come from the roll-out's :class:`~..rollout.interfaces.Provider` (``list_instances``); what only the
 runtime can tell (filesystem changes, the image actually running, health) comes from an
@@ -27,9 +29,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..common.errors import KilnError
 from ..rollout.health import HealthCheck, probe_once
-from ..rollout.interfaces import Instance, Provider
+from ..rollout.interfaces import SERVER_READY, Instance, LoadBalancer, Provider
 
-DRIFT_KINDS = ("version", "revoked", "image", "filesystem")
+DRIFT_KINDS = ("version", "revoked", "image", "filesystem", "lb")
+LOAD_BALANCERS = ("haproxy", "none")
 
 # ``docker diff`` kinds
 _DIFF_KINDS = {0: "changed", 1: "added", 2: "deleted"}
@@ -40,7 +43,8 @@ class GroupTarget:
     """A group and what it should run: the version ``channel`` of ``image`` points at.
 
     ``provider``/``provider_options`` say where its instances run (as for the roll-out); ``health``
-    (options of health.HealthCheck) is probed once per running instance when given.
+    (options of health.HealthCheck) is probed once per running instance when given. With a
+    ``load_balancer`` (``haproxy``), every running instance should be in service behind it.
     """
 
     group: str
@@ -49,6 +53,7 @@ class GroupTarget:
     provider: str = "docker"
     provider_options: dict[str, Any] = field(default_factory=dict)
     health: dict[str, Any] | None = None
+    load_balancer: str = "none"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "groups") -> GroupTarget:
@@ -62,6 +67,7 @@ class GroupTarget:
             provider=str(data.get("provider") or "docker"),
             provider_options=dict(data.get("provider_options") or {}),
             health=dict(data["health"]) if data.get("health") else None,
+            load_balancer=str(data.get("load_balancer") or "none"),
         )
 
     @classmethod
@@ -69,7 +75,8 @@ class GroupTarget:
         """Groups from ``ansible-inventory --list`` output: every host of ``kiln_groups``.
 
         Each host is a group of instances; its ``kiln_group_image``, ``kiln_group_channel``,
-        ``kiln_group_provider``, ``kiln_group_provider_options`` and ``kiln_group_health`` are used.
+        ``kiln_group_provider``, ``kiln_group_provider_options``, ``kiln_group_health`` and
+        ``kiln_group_load_balancer`` are used.
         """
         hosts = (inventory.get(group_name) or {}).get("hosts") or []
         hostvars = (inventory.get("_meta") or {}).get("hostvars") or {}
@@ -83,6 +90,7 @@ class GroupTarget:
                 "provider": hv.get("kiln_group_provider"),
                 "provider_options": hv.get("kiln_group_provider_options"),
                 "health": hv.get("kiln_group_health"),
+                "load_balancer": hv.get("kiln_group_load_balancer"),
             }
             out.append(cls.from_dict(data, where=f"inventory host {host} (kiln_group_*)"))
         return out
@@ -292,6 +300,16 @@ def _health(target: GroupTarget, inst: Instance, inspector: Inspector | None) ->
     return "unhealthy" if result.answered else "no answer"
 
 
+def _served(lb: LoadBalancer | None) -> tuple[dict[str, str] | None, str]:
+    """(server states, why none) of the group's load balancer; (None, "") when it has none."""
+    if lb is None:
+        return None, ""
+    try:
+        return lb.servers(), "it has no server for the instance"
+    except KilnError as exc:
+        return {}, f"it does not answer ({exc})"
+
+
 def check_group(
     target: GroupTarget,
     provider: Provider,
@@ -299,8 +317,9 @@ def check_group(
     inspector: Inspector | None,
     filesystem: bool = True,
     strict: bool = True,
+    load_balancer: LoadBalancer | None = None,
 ) -> GroupDrift:
-    """Drift of one group.
+    """Drift of one group; ``load_balancer`` is the group's, when it has one.
 
     An unknown channel is an error naming the group and the channel; with ``strict=False`` (status)
     it is noted in ``problem`` and the group is checked as if the channel pointed at no version.
@@ -319,6 +338,7 @@ def check_group(
     expected = wanted.ref if wanted is not None else None
     result = GroupDrift(target.group, target.image, target.channel, expected, problem)
     versions: dict[str, Any] = {}
+    served, why = _served(load_balancer)
     for inst in sorted(provider.list_instances(target.group), key=lambda i: (i.slot, i.started_at)):
         found: list[Finding] = []
         if inst.version != expected:
@@ -336,6 +356,11 @@ def check_group(
             detail = f"runs revoked {inst.version}" + (f" ({reason})" if reason else "")
             found.append(_finding("revoked", inst, detail, actual=inst.version))
         health = _health(target, inst, inspector)
+        if served is not None and getattr(inst, "alive", True) and served.get(inst.name) != SERVER_READY:
+            state = served.get(inst.name)
+            reason = f"its server is in state {state}" if state else why
+            detail = f"is not served by the group's load balancer: {reason}"
+            found.append(_finding("lb", inst, detail, expected=SERVER_READY, actual=state))
         if inspector is not None:
             built = _artifact_image_id(version) if version is not None else None
             running = inspector.image_id(inst)
@@ -361,6 +386,18 @@ def check_group(
     return result
 
 
+def load_balancer_of(target: GroupTarget) -> LoadBalancer | None:
+    """The group's load balancer, for its ``load_balancer`` name; an unknown name is refused."""
+    if target.load_balancer == "haproxy":
+        from ..loadbalancers.haproxy.loadbalancer import HAProxyLoadBalancer
+
+        return HAProxyLoadBalancer(target.group)
+    if target.load_balancer == "none":
+        return None
+    known = ", ".join(LOAD_BALANCERS)
+    raise KilnError(f"group '{target.group}': unknown load balancer '{target.load_balancer}'; known: {known}")
+
+
 def backends(target: GroupTarget) -> tuple[Provider, Inspector]:
     """The provider and inspector for a group's ``provider`` name; an unknown name is refused."""
     if target.provider == "docker":
@@ -380,18 +417,23 @@ def detect(
     inspector: Inspector | None = None,
     filesystem: bool = True,
     strict: bool = True,
+    load_balancer: LoadBalancer | None = None,
 ) -> DriftReport:
     """Drift of every group in ``targets``; changes nothing.
 
-    Without ``provider``, each group's own (``GroupTarget.provider``) and its inspector are used.
+    Without ``provider``, each group's own (``GroupTarget.provider``, ``GroupTarget.load_balancer``)
+    and its inspector are used; with one, ``load_balancer`` (if any) is the group's load balancer.
     """
     groups = []
     for target in targets:
         if provider is None:
             group_provider, group_inspector = backends(target)
+            group_lb = load_balancer_of(target)
         else:
-            group_provider, group_inspector = provider, inspector
-        groups.append(check_group(target, group_provider, catalog, group_inspector, filesystem, strict))
+            group_provider, group_inspector, group_lb = provider, inspector, load_balancer
+        groups.append(
+            check_group(target, group_provider, catalog, group_inspector, filesystem, strict, group_lb)
+        )
     return DriftReport(groups=groups)
 
 

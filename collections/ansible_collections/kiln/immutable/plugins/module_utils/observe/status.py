@@ -20,7 +20,7 @@ from ..common.errors import KilnError
 from .drift import DriftReport, GroupTarget, detect
 
 WIDTH = 100
-DRIFT_SHORT = {"version": "version", "revoked": "revoked", "image": "image", "filesystem": "fs"}
+DRIFT_SHORT = {"version": "version", "revoked": "revoked", "image": "image", "filesystem": "fs", "lb": "lb"}
 
 
 def inventory_targets(inventory: str, ansible_inventory: str = "ansible-inventory") -> list[GroupTarget]:

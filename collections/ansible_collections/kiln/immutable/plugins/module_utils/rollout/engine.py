@@ -20,7 +20,6 @@ import contextlib
 import datetime
 import os
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from ..common.files import write_json_atomic
 from ..common.paths import state_dir
 from .health import HealthOutcome, Prober
 from .interfaces import SERVER_DRAIN, SERVER_READY, Instance, LoadBalancer, NullLoadBalancer, Provider
+from .interrupt import StopRequest
 from .journal import UNFINISHED, Journal, _now, read_journal
 from .lock import GroupLock
 from .options import (
@@ -53,7 +53,9 @@ class Rollout:
     """One roll-out of ``group`` to ``target`` (a catalog Version).
 
     ``resolve_version(ref)`` looks up the Version of a ref (``Catalog.get``); it is only called on
-    the thread that calls :meth:`run`. ``on_event`` sees every journal event as it happens.
+    the thread that calls :meth:`run`. ``on_event`` sees every journal event as it happens. When
+    ``stop`` (an interrupt.StopRequest) is set, the run ends at the next safe point, between waves of
+    slot replacements, with status ``interrupted``; the next run resumes.
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class Rollout:
         resolve_version: Callable[[str], Any] | None = None,
         root: str | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        stop: StopRequest | None = None,
     ):
         validate_group(group)
         check_deployable(target)
@@ -81,6 +84,7 @@ class Rollout:
         self.journal_path = os.path.join(self.folder, "journal.json")
         self.lock = GroupLock(os.path.join(self.folder, "lock"), group)
         self.on_event = on_event
+        self.stop = stop or StopRequest()
         self.journal: Journal | None = None
         self.limits: Limits | None = None
         self.current: dict[int, Instance | None] = {}
@@ -249,7 +253,12 @@ class Rollout:
                 "batches": [],
                 "events": [],
             }
-        self.journal = Journal(self.journal_path, doc, self.on_event)
+        self.journal = Journal(
+            self.journal_path,
+            doc,
+            self.on_event,
+            on_write_error=lambda exc: self.stop.set(f"journal {self.journal_path} cannot be written: {exc}"),
+        )
         self.journal.event("resume" if resuming else "start", target=self.target.ref, phase=phase)
         for hook_owner in (self.provider, self.lb):
             prepare = getattr(hook_owner, "prepare", None)
@@ -311,6 +320,8 @@ class Rollout:
         failed = set(doc["failed_slots"])
         todo = [s for s in slots if s not in failed and self._version_of(s) != self.target.ref]
         for batch in plan_batches(todo, self.options.batch_size, len(slots)):
+            if self._interrupted():
+                return
             self._run_batch(batch, {s: self.target for s in batch}, "forward")
             if len(doc["failed_slots"]) > limits.max_failures:
                 self.journal.event(
@@ -343,7 +354,7 @@ class Rollout:
             "checkpoint", percentage=max(reached), replaced=done, delay=self.options.checkpoint_delay
         )
         if self.options.checkpoint_delay:
-            time.sleep(self.options.checkpoint_delay)
+            self.stop.wait(self.options.checkpoint_delay)
             return False
         doc["status"] = "paused"
         self.journal.save()
@@ -358,9 +369,11 @@ class Rollout:
             ref = before[str(s)]
             desired[s] = None if ref is None else self._version(ref)
         for batch in plan_batches(todo, self.options.batch_size, len(slots)):
+            if self._interrupted():
+                return
             self._run_batch(batch, {s: desired[s] for s in batch}, "rollback")
         left = [s for s in todo if self._version_of(s) != before[str(s)]]
-        if left:
+        if left and not self._interrupted():
             doc["status"] = "failed"
             self.journal.event("rollback_incomplete", slots=left)
 
@@ -371,12 +384,18 @@ class Rollout:
                 doc["status"] = "rolled_back"
             else:
                 doc["status"] = "partial" if doc["failed_slots"] else "succeeded"
-        if doc["status"] != "paused":
+        if doc["status"] not in UNFINISHED:
             doc["phase"] = "done" if doc["status"] != "rolled_back" else "rollback"
         doc["after"] = {str(s): self._version_of(s) for s in sorted(self.current)}
         doc["finished_at"] = _now()
         doc["duration_s"] = round(doc["finished_at"] - doc["started_at"], 3)
         self.journal.event("finish", status=doc["status"])
+        if self.journal.write_error is not None:
+            raise RolloutError(
+                f"roll-out of group '{self.group}' stopped at a safe point: its journal {self.journal_path} "
+                f"cannot be written ({self.journal.write_error}); make room and run it again to resume",
+                journal=self.journal_path,
+            )
         result_path = os.path.join(self.folder, f"{doc['id']}.json")
         doc["result_path"] = result_path
         doc["journal_path"] = self.journal_path
@@ -385,6 +404,16 @@ class Rollout:
         return {**doc, "changed": self.journal.changed}
 
     # ------------------------------------------------------------------ batches and slots
+
+    def _interrupted(self) -> bool:
+        """True once a stop was requested; the first time, the journal records where the run stopped."""
+        if not self.stop.is_set():
+            return False
+        doc = self.journal.doc
+        if doc["status"] == "running":
+            doc["status"] = "interrupted"
+            self.journal.event("interrupted", reason=self.stop.reason, in_service=self._in_service())
+        return True
 
     def _version_of(self, slot: int) -> str | None:
         inst = self.current.get(slot)
@@ -415,7 +444,7 @@ class Rollout:
         self.journal.event("batch_start", batch=record["index"], phase=phase, slots=batch)
         surge_cap = self.limits.max_surge if self.limits.max_surge is not None else len(batch)
         pending = list(batch)
-        while pending:
+        while pending and not self._interrupted():
             budget = self._in_service() - self.limits.min_in_service
             wave: list[tuple[int, str]] = []
             surged = down = 0
@@ -457,7 +486,7 @@ class Rollout:
         record["finished_at"] = _now()
         record["duration_s"] = round(record["finished_at"] - record["started_at"], 3)
         outcomes = [r["outcome"] for r in record["instances"]]
-        record["outcome"] = "failed" if "failed" in outcomes else "ok"
+        record["outcome"] = "failed" if "failed" in outcomes else "interrupted" if pending else "ok"
         self.journal.event(
             "batch_end",
             batch=record["index"],

@@ -15,7 +15,7 @@ from ..common.files import write_json_atomic
 from .options import RolloutError
 
 FINAL = ("succeeded", "partial", "rolled_back", "failed", "superseded")
-UNFINISHED = ("running", "paused")
+UNFINISHED = ("running", "paused", "interrupted")
 _CHANGES = {"launched", "enabled", "terminated", "server_removed", "server_added"}
 
 
@@ -46,18 +46,35 @@ class Journal:
     """The roll-out document: saved atomically after every step; also the result and its timeline."""
 
     def __init__(
-        self, path: str, doc: dict[str, Any], on_event: Callable[[dict[str, Any]], None] | None = None
+        self,
+        path: str,
+        doc: dict[str, Any],
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_write_error: Callable[[OSError], None] | None = None,
     ):
         self.path = path
         self.doc = doc
         self.changed = False
+        self.write_error: OSError | None = None
         self._lock = threading.RLock()
         self._on_event = on_event
+        self._on_write_error = on_write_error
 
     def save(self) -> None:
+        """Write the document; a failed write (a full disk) leaves the last good one and is reported once.
+
+        It does not raise: the step under way completes, and ``on_write_error`` lets the roll-out stop
+        at its next safe point, from where the next run resumes as after a crash.
+        """
         with self._lock:
             self.doc["updated_at"] = _now()
-            write_json_atomic(self.path, self.doc)
+            try:
+                write_json_atomic(self.path, self.doc)
+            except OSError as exc:
+                first = self.write_error is None
+                self.write_error = exc
+                if first and self._on_write_error:
+                    self._on_write_error(exc)
 
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
         with self._lock:

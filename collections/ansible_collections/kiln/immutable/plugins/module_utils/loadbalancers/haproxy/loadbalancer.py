@@ -4,16 +4,20 @@
 
 The container runs the ``lb`` image baked by kiln (packer/lb) on the group's docker network, with a
 read-only root filesystem, as the calling user. Its only writable place is a folder of the state dir
-bind-mounted at ``/run/kiln``: the generated ``haproxy.cfg`` and the admin socket live there. The
-backend starts empty; instances come and go with ``add server`` (in maintenance), ``enable server``,
-``set server ... state drain`` and ``del server``, so nothing is ever reloaded.
+bind-mounted at ``/run/kiln``: the generated ``haproxy.cfg`` and the admin socket live there.
+Instances come and go with ``add server`` (in maintenance), ``enable server``, ``set server ... state
+drain`` and ``del server``, so nothing is ever reloaded. The runtime API keeps no state over a restart,
+so ``haproxy.cfg`` is rewritten with the servers in service after every change: a restarted or
+recreated container serves them again as soon as it starts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
+import threading
 import time
 from collections.abc import Callable
 
@@ -39,9 +43,33 @@ class LoadBalancerError(KilnError):
     pass
 
 
-def config_text(health_path: str = "/healthz") -> str:
-    """The HAProxy configuration: an empty backend that the runtime API fills."""
-    return f"""# Written by kiln; servers are added and removed over the runtime API, never here.
+# A server line of config_text(); the address is a container name that Docker's DNS resolves.
+_SERVER_LINE = re.compile(r"^    server (\S+) (\S+) ", re.MULTILINE)
+
+
+def server_options(check_interval: float) -> str:
+    """Options of every server, added over the runtime API or listed in the configuration."""
+    return f"check inter {max(100, int(check_interval * 1000))} rise 1 fall 2"
+
+
+def config_servers(text: str) -> dict[str, str]:
+    """Server name -> address of the servers listed in a configuration written by config_text()."""
+    return dict(_SERVER_LINE.findall(text))
+
+
+def config_text(
+    health_path: str = "/healthz", servers: dict[str, str] | None = None, check_interval: float = 1.0
+) -> str:
+    """The HAProxy configuration; ``servers`` (name -> address) are the ones in service when written.
+
+    An address that no longer resolves leaves its server without one (``init-addr last,libc,none``)
+    instead of failing the start; its health check keeps it out of service.
+    """
+    lines = "".join(
+        f"    server {name} {address} {server_options(check_interval)} init-addr last,libc,none\n"
+        for name, address in sorted((servers or {}).items())
+    )
+    return f"""# Written by kiln: servers change over the runtime API; this list follows them for a restart.
 global
     stats socket {SOCKET_DIR}/{SOCKET_NAME} mode 600 level admin
     stats timeout 10s
@@ -69,7 +97,7 @@ backend {BACKEND}
     balance roundrobin
     option httpchk GET {health_path}
     http-check expect status 200
-"""
+{lines}"""
 
 
 class RuntimeAPI:
@@ -180,6 +208,7 @@ class HAProxyLoadBalancer:
         self.network = network or network_name(group)
         self.container_name = lb_container_name(group)
         self._api: RuntimeAPI | None = None
+        self._config_lock = threading.Lock()
 
     # ------------------------------------------------------------------ the container
 
@@ -209,17 +238,14 @@ class HAProxyLoadBalancer:
         if container is not None and container.status == "running":
             self._wait_api()
             return changed
-        if container is not None:  # stopped or dead: its servers are gone anyway; start afresh
+        if container is not None:  # stopped or dead: a new one starts with the servers last in service
             docker_api.remove_container(container.id)
         image, ref = self.image_ref()
         folder = self.folder()
         os.makedirs(folder, mode=0o700, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(folder, SOCKET_NAME))
-        cfg = os.path.join(folder, CONFIG_NAME)
-        with open(cfg + ".tmp", "w") as handle:
-            handle.write(config_text(self.health_path))
-        os.replace(cfg + ".tmp", cfg)
+        self._write_config(folder, self._configured(folder))
         labels = {"kiln.lb": self.group, "kiln.image": self.image}
         if ref:
             labels["kiln.version"] = ref
@@ -248,6 +274,33 @@ class HAProxyLoadBalancer:
         self._api = None
         self._wait_api()
         return True
+
+    @staticmethod
+    def _configured(folder: str) -> dict[str, str]:
+        try:
+            with open(os.path.join(folder, CONFIG_NAME)) as handle:
+                return config_servers(handle.read())
+        except FileNotFoundError:
+            return {}
+
+    def _write_config(self, folder: str, servers: dict[str, str]) -> None:
+        cfg = os.path.join(folder, CONFIG_NAME)
+        with open(cfg + ".tmp", "w") as handle:
+            handle.write(config_text(self.health_path, servers, self.check_interval))
+        os.replace(cfg + ".tmp", cfg)
+
+    def _remember(self, instance: Instance, in_service: bool) -> None:
+        """Keep ``instance`` in (or out of) the configuration's list of servers in service."""
+        folder = os.path.dirname(self.api().path)  # the running container's folder
+        with self._config_lock:
+            servers = self._configured(folder)
+            if in_service:
+                # By name: Docker's DNS on the group network finds the instance again if its address
+                # changed (instances restarted with the Docker daemon).
+                servers[instance.name] = f"{instance.name}:{instance.backend_address.rsplit(':', 1)[-1]}"
+            elif servers.pop(instance.name, None) is None:
+                return
+            self._write_config(folder, servers)
 
     def destroy(self) -> bool:
         """Remove the HAProxy container and its folder; True when there was something to remove."""
@@ -326,18 +379,22 @@ class HAProxyLoadBalancer:
     def add(self, instance: Instance) -> None:
         if not instance.backend_address:
             raise LoadBalancerError(f"instance {instance.name} has no backend address to add")
-        inter = max(100, int(self.check_interval * 1000))
         answer = self._cmd(
             f"add server {self._server(instance)} {instance.backend_address} "
-            f"check inter {inter} rise 1 fall 2",
+            f"{server_options(self.check_interval)}",
             ok=("New server registered", "Already exists a server with the same name"),
         )
         if "New server registered" in answer:
             self._cmd(f"enable health {self._server(instance)}")
 
     def enable(self, instance: Instance) -> None:
-        """Put the server in service and wait until HAProxy sends it traffic."""
+        """Put the server in service and wait until HAProxy sends it traffic.
+
+        kiln enables a server only once its own probe found it healthy, so its health is set up at once
+        rather than after HAProxy's next check, up to a check interval later; HAProxy's checks go on.
+        """
         self._cmd(f"enable server {self._server(instance)}")
+        self._cmd(f"set server {self._server(instance)} health up")
         deadline = time.monotonic() + self.enable_timeout
         while True:
             state = self._states().get(instance.name)
@@ -346,6 +403,7 @@ class HAProxyLoadBalancer:
                     f"server {instance.name} vanished from the load balancer of {self.group}"
                 )
             if state[0] == _OP_RUNNING and admin_state(state[1]) == SERVER_READY:
+                self._remember(instance, in_service=True)
                 return
             if time.monotonic() > deadline:
                 raise LoadBalancerError(
@@ -355,6 +413,7 @@ class HAProxyLoadBalancer:
             time.sleep(0.05)
 
     def drain(self, instance: Instance) -> None:
+        self._remember(instance, in_service=False)
         self._cmd(f"set server {self._server(instance)} state drain")
 
     def sessions(self, instance: Instance) -> int | None:
@@ -375,6 +434,7 @@ class HAProxyLoadBalancer:
         gone = ("No such server", "No such backend")
         if self._container() is None:
             return
+        self._remember(instance, in_service=False)
         answer = self._cmd(f"set server {server} state maint", ok=gone)
         if any(marker in answer for marker in gone):
             return

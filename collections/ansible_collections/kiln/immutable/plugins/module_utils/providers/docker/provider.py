@@ -3,10 +3,12 @@
 """The Docker provider: a group's instances are labelled containers on the group's own network.
 
 Every instance runs the image a catalog version names, with a read-only root filesystem, ``/tmp`` on
-tmpfs, no capabilities, and its slot's data volume at ``/srv/data``. It is published on 127.0.0.1
-with a port Docker picks (kiln probes it there) and reached by the load balancer at its address on
-the group network. Labels carry everything kiln needs to find it again after a crash: group, slot,
-version and image. Nothing else is remembered, so the provider's view is the engine's truth.
+tmpfs, no capabilities, and its slot's data volume at ``/srv/data``. The load balancer reaches it at
+its address on the group network, and so does kiln's health probe: no port is published (a published
+port costs a docker-proxy process and iptables rules per instance, which slows down starting many at
+once). With ``publish``, it is also published on 127.0.0.1 with a port Docker picks, and probed
+there. Labels carry everything kiln needs to find it again after a crash: group, slot, version and
+image. Nothing else is remembered, so the provider's view is the engine's truth.
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ class DockerProvider:
     Options (``provider_options`` in the inventory): ``port`` the app listens on in the container,
     ``bind`` the host address it is published on, ``data_path`` where the slot volume is mounted,
     ``tmpfs_size``, ``stop_timeout`` (seconds between SIGTERM and SIGKILL on terminate),
-    ``memory`` (a docker memory limit like "128m").
+    ``memory`` (a docker memory limit like "128m"), ``publish`` (also publish the app on ``bind``
+    with a port Docker picks, for a probe that cannot reach the group network).
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class DockerProvider:
         tmpfs_size: str = "16m",
         stop_timeout: int = 5,
         memory: str | None = None,
+        publish: bool = False,
     ):
         if not isinstance(port, int) or not 0 < port < 65536:
             raise ProviderError(f"provider_options.port must be a port number, got {port!r}")
@@ -122,6 +126,7 @@ class DockerProvider:
         self.tmpfs_size = tmpfs_size
         self.stop_timeout = int(stop_timeout)
         self.memory = memory
+        self.publish = bool(publish)
 
     # ------------------------------------------------------------------ the Provider protocol
 
@@ -159,6 +164,8 @@ class DockerProvider:
         extra: dict[str, Any] = {}
         if self.memory:
             extra["mem_limit"] = self.memory
+        if self.publish:
+            extra["ports"] = {f"{self.port}/tcp": (self.bind, None)}
         try:
             container = docker_api.client().containers.run(
                 image,
@@ -168,11 +175,12 @@ class DockerProvider:
                 read_only=True,
                 tmpfs={"/tmp": f"rw,nosuid,nodev,size={self.tmpfs_size}"},
                 volumes={volume: {"bind": self.data_path, "mode": "rw"}},
-                ports={f"{self.port}/tcp": (self.bind, None)},
                 network=network,
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 stop_signal="SIGTERM",
+                # Back after a restart of the Docker daemon or of the machine; terminate() lifts it first.
+                restart_policy={"Name": "unless-stopped"},
                 **extra,
             )
             container.reload()
@@ -206,6 +214,7 @@ class DockerProvider:
         except docker.errors.NotFound:
             return
         try:
+            container.update(restart_policy={"Name": "no"})  # or Docker starts it again once it exits
             container.kill(signal="SIGTERM")
         except docker.errors.NotFound:
             return
@@ -264,12 +273,13 @@ class DockerProvider:
         attrs = container.attrs
         labels = attrs.get("Config", {}).get("Labels") or {}
         settings = attrs.get("NetworkSettings") or {}
-        probe = ""
-        for binding in (settings.get("Ports") or {}).get(f"{self.port}/tcp") or []:
-            probe = f"{binding.get('HostIp') or self.bind}:{binding['HostPort']}"
-            break
         net = (settings.get("Networks") or {}).get(docker_api.network_name(group)) or {}
         backend = f"{net['IPAddress']}:{self.port}" if net.get("IPAddress") else ""
+        probe = backend
+        for binding in (settings.get("Ports") or {}).get(f"{self.port}/tcp") or []:
+            if binding.get("HostPort"):
+                probe = f"{binding.get('HostIp') or self.bind}:{binding['HostPort']}"
+                break
         try:
             slot = int(labels.get(LABEL_SLOT, "-1"))
         except ValueError:
