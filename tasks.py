@@ -24,9 +24,7 @@ def _env(c) -> dict:
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "KILN_STATE_DIR": str(state),
-        "KILN_CATALOG": str(
-            Path(c.kiln.catalog or os.environ.get("KILN_CATALOG") or state / "catalog.db").resolve()
-        ),
+        "KILN_CATALOG": _utils("common.paths").catalog_location(c.kiln.catalog, str(state)),
         "KILN_ROOT": str(ROOT),
     }
 
@@ -290,8 +288,9 @@ def catalog_import(c, input="catalog.json"):
         doc = json.loads(Path(input).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise Exit(f"kiln: cannot read the export {input}: {exc}") from exc
-    report = _catalog_call(c, lambda catalog: catalog.import_(doc))
-    print(f"imported {report['events']} events into {_env(c)['KILN_CATALOG']} (head {report['head']})")
+    # The catalog names itself: a PostgreSQL URL is shown without its password.
+    report, where = _catalog_call(c, lambda catalog: (catalog.import_(doc), catalog.path))
+    print(f"imported {report['events']} events into {where} (head {report['head']})")
 
 
 # --- the test stage and the pipeline ------------------------------------------------------------------
@@ -473,14 +472,16 @@ _ROLLOUT_HELP = {
     "group": "the group to roll out (default: every group of the inventory following --channel)",
     "batch-size": "instances per batch: a number, a percentage like 25%, or a list like 1,50%",
     "check": "print the plan (batches, instances, versions) and change nothing",
+    "strategy": "rolling, canary or blue_green (default: the group's kiln_group_rollout)",
 }
 
 
-def _rollout_options(batch_size) -> dict | None:
-    if not batch_size:
-        return None
-    sizes = [s.strip() for s in str(batch_size).split(",")]
-    return {"batch_size": sizes if len(sizes) > 1 else sizes[0]}
+def _rollout_options(batch_size, strategy=None) -> dict | None:
+    options = {"strategy": strategy} if strategy else {}
+    if batch_size:
+        sizes = [s.strip() for s in str(batch_size).split(",")]
+        options["batch_size"] = sizes if len(sizes) > 1 else sizes[0]
+    return options or None
 
 
 @task(
@@ -490,7 +491,7 @@ def _rollout_options(batch_size) -> dict | None:
         "version": "roll out this version (e.g. web/7) instead of a channel",
     }
 )
-def rollout(c, channel=None, group=None, version=None, batch_size=None, check=False):
+def rollout(c, channel=None, group=None, version=None, batch_size=None, strategy=None, check=False):
     """Replace a group's instances with a version, batch by batch, rolling back by itself on failure."""
     if channel and version:
         raise Exit("rollout takes --channel or --version, not both")
@@ -498,7 +499,7 @@ def rollout(c, channel=None, group=None, version=None, batch_size=None, check=Fa
         "kiln_channel": channel,
         "kiln_group": group,
         "kiln_version": version,
-        "kiln_rollout": _rollout_options(batch_size),
+        "kiln_rollout": _rollout_options(batch_size, strategy),
     }
     _rollout_playbook(c, "rollout", extra, check)
 
@@ -512,7 +513,9 @@ def rollout(c, channel=None, group=None, version=None, batch_size=None, check=Fa
         "reason": "why; kept in the channel history",
     }
 )
-def rollback(c, channel, group=None, image=None, to=None, reason="", batch_size=None, check=False):
+def rollback(
+    c, channel, group=None, image=None, to=None, reason="", batch_size=None, strategy=None, check=False
+):
     """Move a channel back to its previous version and roll its groups out to it."""
     extra = {
         "kiln_channel": channel,
@@ -520,7 +523,7 @@ def rollback(c, channel, group=None, image=None, to=None, reason="", batch_size=
         "kiln_image": image or c.kiln.image,
         "kiln_to": to,
         "kiln_reason": reason,
-        "kiln_rollout": _rollout_options(batch_size),
+        "kiln_rollout": _rollout_options(batch_size, strategy),
     }
     _rollout_playbook(c, "rollback", extra, check)
 

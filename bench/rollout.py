@@ -13,6 +13,14 @@
    docker-proxy and iptables rules per instance, kiln's way before instances were probed on the
    group network), against the run without.
 
+    .venv/bin/python bench/rollout.py --analysis [--instances 6] [--bake 5]
+
+Analysis instead: a bad version (healthy, but a fifth of / answers 500) under load, with analysis,
+rolled out with rolling (batches of 1), canary (1 instance at 10% of the traffic, then 50%, 100%) and
+blue_green (a preview at 10%): time until the group is back on the old version and failed requests,
+as ratios against rolling. Then the rollback of a good roll-out inside the blue/green window (a
+switch back) against a rolling rollback of the same group.
+
 Everything runs on this machine: images are baked by kiln into a private catalog (or --catalog with
 lb/1, web/1 and web/2 already in it), load goes to 127.0.0.1 only, and every container, volume and
 network the benchmark made is removed at the end.
@@ -81,12 +89,16 @@ class Bench:
                     "old": catalog.get("web/1"),
                     "new": catalog.get("web/2"),
                 }
+                if self.args.analysis:
+                    self.versions["errors"] = catalog.get(self.args.errors_ref)
             return
         started = time.monotonic()
         web = {"repository": f"{self.prefix}/web"}
         self.versions["lb"] = build_version(self.env, "lb", {"repository": f"{self.prefix}/lb"})
         self.versions["old"] = build_version(self.env, "web", web)
         self.versions["new"] = build_version(self.env, "web", web, force=True)
+        if self.args.analysis:
+            self.versions["errors"] = build_version(self.env, "web", {**web, "fault": "errors"})
         self.built = [v.artifacts["docker"]["image_id"] for v in self.versions.values()]
         say(f"baked lb, web old and new with kiln in {time.monotonic() - started:.0f}s")
 
@@ -159,6 +171,54 @@ class Bench:
             "p99_ms": round(report.percentile(99) * 1000, 1),
             "load": report.summary(),
         }
+
+    def bad_version(self, strategy: str, size: int) -> dict:
+        """Roll the errors version out with analysis under load; seconds until the group is back."""
+        group = self.group(f"bad-{strategy.replace('_', '')}")
+        self.rollout(group, "old", size=size, batch_size=size)
+        analysis = {"max_error_rate": "1%", "min_requests": 20, "bake_time": self.args.bake}
+        shapes = {
+            "rolling": {"batch_size": 1, "max_surge": 1},
+            "canary": {"steps": [{"instances": 1, "weight": 10}, {"percent": 50}, {"percent": 100}]},
+            "blue_green": {"preview_percent": 10},
+        }
+        address = docker_environment.load_balancer(group).address()
+        with LoadGenerator(address, rate=self.args.rate, path="/", workers=16) as load:
+            started = time.monotonic()
+            result = self.rollout(group, "errors", strategy=strategy, **shapes[strategy], **analysis)
+            seconds = time.monotonic() - started
+        assert result["status"] == "rolled_back", result["status"]
+        self.drop(group)
+        return {"seconds": round(seconds, 2), "failed": len(load.report.failed), "total": load.report.total}
+
+    def rollback_times(self, size: int) -> dict:
+        """Seconds to put the old version back after a good roll-out: rolling, and inside the window."""
+        out = {}
+        for strategy, options in (
+            ("rolling", {"batch_size": 2, "max_surge": 2}),
+            ("blue_green", {"rollback_window": 600}),
+        ):
+            group = self.group(f"back-{strategy.replace('_', '')}")
+            self.rollout(group, "old", size=size, batch_size=size)
+            self.rollout(group, "new", strategy=strategy, **options)
+            address = docker_environment.load_balancer(group).address()
+            with LoadGenerator(address, rate=self.args.rate, workers=16) as load:
+                started = time.monotonic()
+                result = self.rollout(group, "old", strategy=strategy, **options)
+                seconds = time.monotonic() - started
+            switch = [e for e in result["events"] if e["event"] == "switch"]
+            out[strategy] = {
+                "seconds": round(seconds, 2),
+                "to_switch_s": round(switch[0]["t"] - result["started_at"], 3) if switch else None,
+                "launched": sum(1 for e in result["events"] if e["event"] == "launch"),
+                "failed": len(load.report.failed),
+            }
+            self.drop(group)
+        return out
+
+    def drop(self, group: str) -> None:
+        docker_environment.down(group)
+        self.groups.remove(group)
 
     def baseline(self, size: int) -> dict:
         """docker_container recreate: true under serial: 1, behind HAProxy with static servers."""
@@ -366,50 +426,86 @@ def report(figures: dict) -> None:
         )
 
 
+def report_analysis(figures: dict) -> None:
+    bad, back = figures["bad_version"], figures["rollback"]
+    print(f"\n{'bad version, analysis':<24}{'time s':>9}{'x rolling':>11}{'failed':>8}{'of':>8}")
+    for strategy, f in bad.items():
+        ratio = f["seconds"] / bad["rolling"]["seconds"]
+        print(f"{strategy:<24}{f['seconds']:>9}{ratio:>11.2f}{f['failed']:>8}{f['total']:>8}")
+    rolling, green = back["rolling"], back["blue_green"]
+    print(
+        f"\nrollback: rolling {rolling['seconds']:.2f}s ({rolling['launched']} launches); inside the "
+        f"blue/green window {green['seconds']:.2f}s, switched after {green['to_switch_s']}s "
+        f"({green['launched']} launches): "
+        f"{rolling['seconds'] / green['seconds']:.1f}x faster, "
+        f"{rolling['seconds'] / max(green['to_switch_s'] or 0.001, 0.001):.0f}x to the switch; "
+        f"failed requests {rolling['failed']} / {green['failed']}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=150.0, help="requests per second through the balancer")
     parser.add_argument("--instances", type=int, default=6, help="group size of the kiln/baseline comparison")
     parser.add_argument("--scale", type=int, default=50, help="group size of the scale run (batches of 10%%)")
     parser.add_argument("--no-scale", action="store_true", help="skip the scale run")
-    parser.add_argument("--catalog", help="a catalog with lb/1, web/1 and web/2 already built (skips baking)")
+    parser.add_argument(
+        "--catalog",
+        help="a catalog with lb/1, web/1, web/2 (and, for --analysis, --errors-ref) already built",
+    )
+    parser.add_argument(
+        "--errors-ref", default="web/4", help="with --catalog: the version built with fault=errors"
+    )
     parser.add_argument("--output", help="also write the figures as JSON here")
     parser.add_argument("--published", action="store_true", help="also run with published ports, to compare")
+    parser.add_argument("--analysis", action="store_true", help="benchmark analysis and strategies instead")
+    parser.add_argument("--bake", type=float, default=5.0, help="with --analysis: seconds of each bake")
     args = parser.parse_args()
 
     bench = Bench(args)
     figures: dict = {}
     try:
         bench.images()
-        kiln = bench.kiln(args.instances, batch=2, surge=2)
-        say(f"kiln {args.instances}: start-to-healthy {kiln['start_to_healthy_s']:.2f}s; {kiln['load']}")
-        base = bench.baseline(args.instances)
-        say(f"baseline {args.instances}: {base['load']}")
-        figures = {"kiln": kiln, "baseline": base}
-        if args.published:
-            figures["published"] = bench.kiln(
-                args.instances, batch=2, surge=2, provider_options={"publish": True}
-            )
-            say(f"kiln {args.instances}, published ports: {figures['published']['load']}")
-        if not args.no_scale:
-            # Same batch size (10% of the scale group) on a group 2.5 times smaller: if time grows with
-            # the number of batches only, a batch takes as long in both.
-            batch = max(1, args.scale // 10)
-            ref = bench.kiln(args.scale * 2 // 5, batch=batch, surge=batch)
-            say(f"kiln {ref['instances']} (batches of {batch}): {ref['load']}")
-            scale = bench.kiln(args.scale, batch="10%", surge="10%")
-            scale["per_batch_vs_small"] = round(
-                (scale["seconds"] / scale["batches"]) / (ref["seconds"] / ref["batches"]), 2
-            )
-            say(f"kiln {args.scale}: {scale['load']}")
-            figures["scale_ref"], figures["scale"] = ref, scale
+        if args.analysis:
+            figures["bad_version"] = {
+                s: bench.bad_version(s, args.instances) for s in ("rolling", "canary", "blue_green")
+            }
+            figures["rollback"] = bench.rollback_times(args.instances)
+        else:
+            figures = rolling_figures(bench, args)
     finally:
         bench.cleanup()
 
-    report(figures)
+    (report_analysis if args.analysis else report)(figures)
     if args.output:
         Path(args.output).write_text(json.dumps(figures, indent=2))
     return 0
+
+
+def rolling_figures(bench: Bench, args: argparse.Namespace) -> dict:
+    kiln = bench.kiln(args.instances, batch=2, surge=2)
+    say(f"kiln {args.instances}: start-to-healthy {kiln['start_to_healthy_s']:.2f}s; {kiln['load']}")
+    base = bench.baseline(args.instances)
+    say(f"baseline {args.instances}: {base['load']}")
+    figures = {"kiln": kiln, "baseline": base}
+    if args.published:
+        figures["published"] = bench.kiln(
+            args.instances, batch=2, surge=2, provider_options={"publish": True}
+        )
+        say(f"kiln {args.instances}, published ports: {figures['published']['load']}")
+    if not args.no_scale:
+        # Same batch size (10% of the scale group) on a group 2.5 times smaller: if time grows with
+        # the number of batches only, a batch takes as long in both.
+        batch = max(1, args.scale // 10)
+        ref = bench.kiln(args.scale * 2 // 5, batch=batch, surge=batch)
+        say(f"kiln {ref['instances']} (batches of {batch}): {ref['load']}")
+        scale = bench.kiln(args.scale, batch="10%", surge="10%")
+        scale["per_batch_vs_small"] = round(
+            (scale["seconds"] / scale["batches"]) / (ref["seconds"] / ref["batches"]), 2
+        )
+        say(f"kiln {args.scale}: {scale['load']}")
+        figures["scale_ref"], figures["scale"] = ref, scale
+    return figures
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 # --- Docker roll-outs (tests/rollout_fixtures.py): one set of kiln-built images per session, shared by
 # tests/integration and tests/reliability.
+import itertools
+
+import pytest
 from rollout_fixtures import rollout_world  # noqa: F401
 
 # --- Running at once (pytest-xdist, `-n 2 --dist loadgroup` in .ci/run): the roll-out tests share one set
@@ -36,6 +39,32 @@ def pytest_collection_modifyitems(config, items):
 def _group(item) -> str | None:
     marker = item.get_closest_marker("xdist_group")
     return marker.args[0] if marker and marker.args else None
+
+
+# --- The catalog's stores (tests/postgres_support.py): one throwaway PostgreSQL cluster per session,
+# started only when a test asks for it; catalog tests run against every store via `catalog_location`.
+@pytest.fixture(scope="session")
+def postgres():
+    from postgres_support import Cluster
+
+    cluster = Cluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_catalog_location(request, tmp_path):
+    """Makes empty catalogs of one store: SQLite files, or fresh schemas on the PostgreSQL cluster."""
+    if request.param == "sqlite":
+        names = (str(tmp_path / f"catalog{n or ''}.db") for n in itertools.count())
+        return lambda: next(names)
+    return request.getfixturevalue("postgres").fresh_dsn
+
+
+@pytest.fixture
+def catalog_location(new_catalog_location):
+    """Where a test's empty catalog lives, once per store."""
+    return new_catalog_location()
 
 
 # --- In CI, scripts/setup has installed every prerequisite (Docker, the base image, Chromium, dpkg):

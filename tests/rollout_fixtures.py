@@ -1,10 +1,11 @@
 """Fixtures of the Docker roll-out tests (integration and reliability), loaded by tests/conftest.py.
 
 One session builds, with kiln itself (``ansible-playbook kiln.immutable.build``), the images every
-roll-out test needs into a private catalog: the load balancer ``lb``, two good versions of ``web``
-and one whose /healthz answers 503 (``fault=unhealthy``). Each test gets groups with unique names;
-whatever a test leaves (containers, volumes, networks, the load balancer) is removed at the end, and
-so are the images the session built.
+roll-out test needs into a private catalog: the load balancer ``lb``, two good versions of ``web``,
+one whose /healthz answers 503 (``fault=unhealthy``), one whose page / answers 500 for a fifth of the
+requests (``fault=errors``) and one whose page / is slow (``fault=slow``), both healthy. Each test
+gets groups with unique names; whatever a test leaves (containers, volumes, networks, the load
+balancer) is removed at the end, and so are the images the session built.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class RolloutWorld:
     state: Path
     env: dict[str, str]
     repo: str  # docker repository prefix of this session's images
-    versions: dict[str, Version] = field(default_factory=dict)  # good, next, bad, lb
+    versions: dict[str, Version] = field(default_factory=dict)  # good, next, bad, errors, slow, lb
     groups: list[str] = field(default_factory=list)
 
     @property
@@ -59,6 +60,14 @@ class RolloutWorld:
         group = f"{unique('kt')}-{name}"
         self.groups.append(group)
         return group
+
+    def journal(self, group: str) -> dict:
+        """The group's roll-out journal as it is on disk now; empty when there is none (yet)."""
+        path = self.state / "rollouts" / group / "journal.json"
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
 
     def resolve(self, ref: str) -> Version:
         with Catalog(self.catalog_path) as catalog:
@@ -88,9 +97,11 @@ def rollout_world(tmp_path_factory) -> Any:
     try:
         reuse = os.environ.get("KILN_TEST_ROLLOUT_CATALOG")
         if reuse:
-            # Iterating on these tests: a catalog that already holds lb/1, web/1, web/2 and web/3 (unhealthy).
+            # Iterating on these tests: a catalog that already holds lb/1, web/1, web/2, web/3 (unhealthy),
+            # web/4 (errors) and web/5 (slow).
             shutil.copy(reuse, env["KILN_CATALOG"])
-            for key, ref in (("lb", "lb/1"), ("good", "web/1"), ("next", "web/2"), ("bad", "web/3")):
+            refs = ("lb", "lb/1"), ("good", "web/1"), ("next", "web/2"), ("bad", "web/3")
+            for key, ref in (*refs, ("errors", "web/4"), ("slow", "web/5")):
                 world.versions[key] = world.resolve(ref)
         else:
             web = {"repository": f"{repo}/web"}
@@ -98,6 +109,8 @@ def rollout_world(tmp_path_factory) -> Any:
             world.versions["good"] = _build(env, "web", web)
             world.versions["next"] = _build(env, "web", web, force=True)
             world.versions["bad"] = _build(env, "web", {**web, "fault": "unhealthy"})
+            world.versions["errors"] = _build(env, "web", {**web, "fault": "errors"})
+            world.versions["slow"] = _build(env, "web", {**web, "fault": "slow"})
             built = [v.artifacts["docker"]["image_id"] for v in world.versions.values()]
         yield world
     finally:
@@ -168,7 +181,12 @@ def group_inventory(tmp_path, group: str, size: int, **overrides) -> str:
     }
     doc = {
         "all": {
-            "hosts": {"localhost": {"ansible_connection": "local"}},
+            "hosts": {
+                "localhost": {
+                    "ansible_connection": "local",
+                    "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                }
+            },
             "children": {
                 "kiln_groups": {
                     "hosts": {group: host},

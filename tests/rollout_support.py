@@ -151,6 +151,19 @@ class LoadGenerator:
         self.stop()
 
 
+def wait_for(predicate, timeout: float, what: str):
+    """``predicate()``'s first true value, polled every 50 ms; the test fails after ``timeout`` seconds."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
 def unique(prefix: str = "kt") -> str:
     """A short unique name part, so parallel runs never share a container, volume or network."""
     return f"{prefix}{uuid.uuid4().hex[:6]}"

@@ -195,7 +195,8 @@ def test_role_and_playbooks_leave_the_module_defaults_to_the_module():
     tasks = (role / "tasks" / "main.yml").read_text()
     module_options = (
         "size batch_size max_surge min_healthy_percentage max_failures auto_rollback checkpoints "
-        "checkpoint_delay drain_timeout parallel health provider provider_options load_balancer "
+        "checkpoint_delay drain_timeout parallel strategy steps bake_time max_error_rate max_latency_ratio "
+        "min_requests preview_percent rollback_window health provider provider_options load_balancer "
         "load_balancer_options"
     ).split()
     for name in module_options:

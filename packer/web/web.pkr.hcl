@@ -27,7 +27,7 @@ variable "repository" {
 variable "fault" {
   type        = string
   default     = ""
-  description = "Fault injection for roll-back tests: 'unhealthy' bakes an image whose /healthz answers 503."
+  description = "Fault injection for roll-back tests: unhealthy (/healthz answers 503), errors (a share of / answers 500), slow (/ is slow)."
 }
 
 variable "aws_region" {

@@ -62,10 +62,10 @@ def invoke(env: dict, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def register(n: int) -> dict:
+def register(n: int, image: str = "web") -> dict:
     return {
         "kiln.immutable.image_version": {
-            "image": "web",
+            "image": image,
             "fingerprint": f"fp-{n}",
             "artifacts": {"docker": {"tag": f"kiln/web:{n}"}},
             "packages": {"openssl": f"3.0.{n}-1"},
@@ -172,34 +172,36 @@ def test_prune_removes_old_docker_images_but_never_what_an_instance_runs(env, tm
     engine = client()
     prefix = f"kilncattest-{uuid.uuid4().hex[:8]}"
     base = engine.images.get("kiln/base:bookworm")
+    # An image name of its own: other catalogs' instances on this Docker engine protect their "web/2".
+    web = prefix
     tags = {n: f"{prefix}/web:{n}" for n in range(1, 6)}
     container = None
     try:
         tasks = []
         for n, tag in tags.items():
             base.tag(tag)
-            tasks.append(register(n))
+            tasks.append(register(n, web))
             tasks[-1]["kiln.immutable.image_version"]["artifacts"] = {
                 "docker": {"tag": tag, "image_id": base.id}
             }
         play(env, tasks, tmp_path)
         # An instance (a stopped container is enough) runs web/1; prod points at web/4.
         container = engine.containers.create(
-            "kiln/base:bookworm", command="true", name=f"{prefix}-web-1", labels={"kiln.version": "web/1"}
+            "kiln/base:bookworm", command="true", name=f"{prefix}-web-1", labels={"kiln.version": f"{web}/1"}
         )
         with Catalog(env["KILN_CATALOG"]) as catalog:
-            catalog.promote("prod", "web/4")
+            catalog.promote("prod", f"{web}/4")
 
         dry = invoke(env, "prune", "--keep", "1", "--dry-run")
         assert dry.returncode == 0, dry.stdout[-2000:]
         assert all(engine.images.list(name=tag) for tag in tags.values())
 
         done = playbook(env, "prune", {"kiln_keep": 1})[-2]
-        assert sorted(done["removed"]) == ["web/2", "web/3"]
+        assert sorted(done["removed"]) == [f"{web}/2", f"{web}/3"]
         assert done["kept"] == {
-            "web/5": "one of the newest 1",
-            "web/4": "channel prod points at it",
-            "web/1": "run by an instance",
+            f"{web}/5": "one of the newest 1",
+            f"{web}/4": "channel prod points at it",
+            f"{web}/1": "run by an instance",
         }
         assert sorted(done["images_removed"]) == [tags[2], tags[3]]
         remaining = {

@@ -18,6 +18,8 @@ from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog imp
     CatalogError,
     Version,
 )
+from ansible_collections.kiln.immutable.plugins.module_utils.common.paths import is_database_url
+from catalog_support import raw_sql
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = 20
@@ -41,8 +43,8 @@ def _promote_when_told(path: str, ref: str, start, results) -> None:
             results.put(("error", ref, repr(exc)))
 
 
-def test_twenty_processes_promote_one_channel_at_once(tmp_path):
-    path = str(tmp_path / "catalog.db")
+def test_twenty_processes_promote_one_channel_at_once(catalog_location):
+    path = catalog_location
     _seed(path)
     ctx = multiprocessing.get_context("spawn")
     start, results = ctx.Event(), ctx.Queue()
@@ -70,30 +72,24 @@ def test_twenty_processes_promote_one_channel_at_once(tmp_path):
         assert catalog.verify()["ok"]
 
 
-def test_a_writer_that_holds_the_lock_too_long_gives_busy_retry(tmp_path):
-    path = str(tmp_path / "catalog.db")
+def test_a_writer_that_holds_the_lock_too_long_gives_busy_retry(catalog_location):
+    path = catalog_location
     _seed(path, 1)
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
+    with Catalog(path) as holder, holder.store.write():  # another writer, holding the write lock
         with Catalog(path, busy_timeout_s=0.2) as catalog:
             with pytest.raises(CatalogBusy, match=r"catalog .* is busy .*; retry"):
                 catalog.promote("prod", "web/1")
             assert catalog.get("web/1").ref == "web/1"  # readers are not blocked by the writer
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
 
 
 _HALF_WRITE = """
 import sys, time
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
-catalog = Catalog(sys.argv[1])
+catalog = Catalog()
 with catalog.store.write() as tx:
-    tx.run("UPDATE channels SET version='web/3' WHERE channel='prod'")
-    tx.run("INSERT INTO channel_history (image, channel, version, previous, action, principal, reason, at)"
-           " VALUES ('web', 'prod', 'web/3', 'web/2', 'promote', 'x', '', 0)")
-    tx.run("DELETE FROM versions WHERE seq=1")
+    tx.set_channel("web", "prod", "web/3", 0)
+    tx.add_history("web", "prod", "web/3", "web/2", "promote", "x", "", 0, None)
+    tx.delete_version("web", 1)
     print("written", flush=True)
     time.sleep(60)
 """
@@ -101,7 +97,7 @@ with catalog.store.write() as tx:
 _BUSY_LOOP = """
 import sys
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog, Version
-catalog = Catalog(sys.argv[1])
+catalog = Catalog()
 packages = {f"p{j}": "1" for j in range(50)}
 for i in range(100000):
     name = catalog.reserve_version("web")
@@ -113,13 +109,14 @@ for i in range(100000):
 """
 
 
-def _child(code: str, path: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "collections")}
-    return subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True, env=env)
+def _child(code: str, location: str) -> subprocess.Popen:
+    # The location goes in the environment: a PostgreSQL URL may carry a password.
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "collections"), "KILN_CATALOG": location}
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
 
 
-def test_sigkill_in_the_middle_of_a_transaction_leaves_the_catalog_as_before(tmp_path):
-    path = str(tmp_path / "catalog.db")
+def test_sigkill_in_the_middle_of_a_transaction_leaves_the_catalog_as_before(catalog_location):
+    path = catalog_location
     _seed(path, 3)
     with Catalog(path) as catalog:
         catalog.promote("prod", "web/1")
@@ -138,8 +135,8 @@ def test_sigkill_in_the_middle_of_a_transaction_leaves_the_catalog_as_before(tmp
 
 
 @pytest.mark.parametrize("delay", [0.05, 0.15, 0.3, 0.5])
-def test_sigkill_during_a_stream_of_writes_leaves_a_consistent_catalog(tmp_path, delay):
-    path = str(tmp_path / "catalog.db")
+def test_sigkill_during_a_stream_of_writes_leaves_a_consistent_catalog(catalog_location, delay):
+    path = catalog_location
     child = _child(_BUSY_LOOP, path)
     try:
         assert child.stdout.readline().strip() == "started"
@@ -198,12 +195,28 @@ def test_the_cli_reports_a_damaged_catalog_without_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_a_newer_schema_is_refused_by_name(tmp_path):
-    path = str(tmp_path / "catalog.db")
+def test_a_newer_schema_is_refused_by_name(catalog_location):
+    path = catalog_location
     _seed(path, 1)
-    conn = sqlite3.connect(path)
-    conn.execute("UPDATE meta SET value='99' WHERE key='schema'")
-    conn.commit()
-    conn.close()
-    with pytest.raises(CatalogError, match="has schema version 99; this kiln reads version 1"):
+    reads = raw_sql(path, "SELECT value FROM meta WHERE key='schema'")[0][0][0]  # what this kiln writes
+    raw_sql(path, "UPDATE meta SET value='99' WHERE key='schema'")
+    with pytest.raises(CatalogError, match=f"has schema version 99; this kiln reads version {reads}"):
         Catalog(path)
+    assert raw_sql(path, "SELECT count(*) FROM versions")[0][0][0] == 1  # and nothing was changed
+
+
+def test_an_older_schema_is_migrated_when_opened(catalog_location):
+    path = catalog_location
+    _seed(path, 2)
+    latest = raw_sql(path, "SELECT value FROM meta WHERE key='schema'")[0][0][0]
+    # A catalog from the kiln before the parent index: schema version 1, no index.
+    raw_sql(path, [("DROP INDEX versions_parent", ()), ("UPDATE meta SET value='1' WHERE key='schema'", ())])
+    with Catalog(path) as catalog:
+        assert [v.ref for v in catalog.list_versions("web")] == ["web/2", "web/1"]
+        assert catalog.verify()["ok"]
+    assert raw_sql(path, "SELECT value FROM meta WHERE key='schema'")[0][0][0] == latest
+    if is_database_url(path):
+        index = "SELECT indexname FROM pg_indexes WHERE schemaname=current_schema() AND indexname=?"
+    else:
+        index = "SELECT name FROM sqlite_master WHERE type='index' AND name=?"
+    assert raw_sql(path, index, ("versions_parent",))[0] == [("versions_parent",)]

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
@@ -16,16 +15,13 @@ from ansible_collections.kiln.immutable.plugins.module_utils.deploy import docke
 from ansible_collections.kiln.immutable.plugins.module_utils.rollout.options import RolloutError
 from rollout_fixtures import assert_converged, engine_rollout, group_inventory, snapshot
 from rollout_support import ROOT, VENV_BIN, LoadGenerator
+from rollout_support import wait_for as _wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def _journal(world, group: str) -> dict:
-    path = Path(world.env["KILN_STATE_DIR"]) / "rollouts" / group / "journal.json"
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
+    return world.journal(group)
 
 
 def _start(world, tmp_path, group: str, size: int, key: str, rollout: dict, health: dict) -> subprocess.Popen:
@@ -48,16 +44,6 @@ def _start(world, tmp_path, group: str, size: int, key: str, rollout: dict, heal
         text=True,
         start_new_session=True,
     )
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def _events(world, group: str, kind: str, key: str) -> list[dict]:

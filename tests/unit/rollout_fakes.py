@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout.analysis import ServerStats
 from ansible_collections.kiln.immutable.plugins.module_utils.rollout.engine import (
     Rollout,
     RolloutOptions,
@@ -69,6 +70,14 @@ class World:
         self.max_parallel_launches = 0
         self.min_ready: int | None = None
         self.max_alive = 0
+        # The load balancer's numbers: each look at them (stats()) counts ``traffic`` more requests,
+        # shared by weight among the servers in service; a version's errors and time from ``faults``.
+        self.weights: dict[str, int] = {}
+        self.traffic = 100
+        self.faults: dict[str, tuple[float, float]] = {}  # version ref -> (error share, time ms)
+        self.counters: dict[str, list[float]] = {}  # server -> [requests, errors]
+        self.stats_calls = 0
+        self.crash_at_stats: int | None = None  # the roll-out dies at this look at the numbers (a bake)
         self.requests: dict[str, float] = {}  # server -> when the request in flight on it ends
         self.cut: list[str] = []  # servers removed while a request was still in flight
 
@@ -211,10 +220,40 @@ class FakeLoadBalancer:
         if self._in_flight(instance):
             self.world.cut.append(instance.name)
         self._set("remove", instance, None)
+        with self.world.lock:
+            self.world.weights.pop(instance.name, None)
 
     def servers(self) -> dict[str, str]:
         with self.world.lock:
             return dict(self.world.servers)
+
+    def set_weight(self, instance: Instance, weight: int) -> None:
+        w = self.world
+        w._change("set_weight", instance.name, weight)
+        with w.lock:
+            w.weights[instance.name] = weight
+        w._after("set_weight")
+
+    def stats(self) -> dict[str, ServerStats]:
+        w = self.world
+        with w.lock:
+            w.stats_calls += 1
+            if w.crash_at_stats == w.stats_calls:
+                w.crash_at_stats = None
+                raise Crash(f"at look #{w.stats_calls} at the numbers")
+            names = {i.name: i.version for i in w.instances.values()}
+            serving = [n for n, state in w.servers.items() if state == SERVER_READY and n in names]
+            total = sum(w.weights.get(n, 1) for n in serving)
+            out = {}
+            for name in w.servers:
+                count = w.counters.setdefault(name, [0.0, 0.0])
+                share, time_ms = w.faults.get(names.get(name, ""), (0.0, 1.0))
+                if name in serving and total:
+                    requests = w.traffic * w.weights.get(name, 1) / total
+                    count[0] += requests
+                    count[1] += requests * share
+                out[name] = ServerStats(int(count[0]), int(count[1]), time_ms)
+            return out
 
 
 def fake_probe(world: World):

@@ -10,11 +10,12 @@ from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog imp
     CatalogError,
     Version,
 )
+from catalog_support import raw_sql
 
 
 @pytest.fixture
-def catalog(tmp_path):
-    with Catalog(str(tmp_path / "catalog.db")) as opened:
+def catalog(catalog_location):
+    with Catalog(catalog_location) as opened:
         yield opened
 
 
@@ -231,14 +232,14 @@ def test_revocation_flags_descendants_and_can_be_undone(catalog):
 
 
 def test_scheduled_revocation_takes_effect_at_its_time(catalog, monkeypatch):
-    from ansible_collections.kiln.immutable.plugins.module_utils.catalog import catalog as catalog_module
+    from ansible_collections.kiln.immutable.plugins.module_utils.catalog import model
 
     add(catalog)
     add(catalog)
     catalog.promote("prod", "web/1")
     catalog.promote("prod", "web/2")
     clock = [1_900_000_000.0]
-    monkeypatch.setattr(catalog_module, "_now", lambda: clock[0])
+    monkeypatch.setattr(model, "now", lambda: clock[0])
     outcome = catalog.revoke("web/2", "end of support", at=clock[0] + 3600)
     assert outcome["scheduled"] and outcome["moves"] == []
     assert catalog.get("web/2").status == "active"
@@ -332,13 +333,8 @@ def test_prune_refuses_negative_numbers(catalog):
 # ---------------------------------------------------------------------------------- audit trail
 
 
-def tamper(catalog: Catalog, sql: str, params: tuple = ()) -> None:
-    import sqlite3
-
-    conn = sqlite3.connect(catalog.path)
-    conn.execute(sql, params)
-    conn.commit()
-    conn.close()
+def tamper(location: str, sql: str, params: tuple = ()) -> None:
+    raw_sql(location, sql, params)
 
 
 @pytest.fixture
@@ -353,71 +349,73 @@ def busy_catalog(catalog):
     return catalog
 
 
-def test_verify_catches_an_edited_event(busy_catalog):
+def test_verify_catches_an_edited_event(busy_catalog, catalog_location):
     tamper(
-        busy_catalog, "UPDATE events SET payload=? WHERE id=5", ('{"from":null,"to":"web/3","reason":""}',)
+        catalog_location,
+        "UPDATE events SET payload=? WHERE id=5",
+        ('{"from":null,"to":"web/3","reason":""}',),
     )
     report = busy_catalog.verify()
     assert not report["ok"]
     assert "event 5 (promote web@dev) was edited: its hash does not match" in report["problems"]
 
 
-def test_verify_catches_a_deleted_event_in_the_middle(busy_catalog):
-    tamper(busy_catalog, "DELETE FROM events WHERE id=4")
+def test_verify_catches_a_deleted_event_in_the_middle(busy_catalog, catalog_location):
+    tamper(catalog_location, "DELETE FROM events WHERE id=4")
     problems = busy_catalog.verify()["problems"]
     assert "events 4..4 are missing (deleted)" in problems
     assert "event 5 does not link to the event before it (one was deleted or edited)" in problems
 
 
-def test_verify_catches_a_deleted_newest_event(busy_catalog):
-    tamper(busy_catalog, "DELETE FROM events WHERE id=7")
+def test_verify_catches_a_deleted_newest_event(busy_catalog, catalog_location):
+    tamper(catalog_location, "DELETE FROM events WHERE id=7")
     problems = busy_catalog.verify()["problems"]
     assert any(p.startswith("the newest events were deleted") for p in problems)
 
 
-def test_verify_catches_rows_changed_behind_kilns_back(busy_catalog):
-    tamper(busy_catalog, "UPDATE channels SET version='web/3' WHERE channel='prod'")
-    tamper(busy_catalog, "UPDATE versions SET doc=replace(doc, 'fp-1', 'fp-x') WHERE seq=1")
-    tamper(busy_catalog, "DELETE FROM channel_history WHERE id=1")
+def test_verify_catches_rows_changed_behind_kilns_back(busy_catalog, catalog_location):
+    tamper(catalog_location, "UPDATE channels SET version='web/3' WHERE channel='prod'")
+    tamper(catalog_location, "UPDATE versions SET doc=replace(doc, 'fp-1', 'fp-x') WHERE seq=1")
+    tamper(catalog_location, "DELETE FROM channel_history WHERE id=1")
     problems = busy_catalog.verify()["problems"]
     assert "channel web@prod points at web/3 but the trail says web/2" in problems
     assert "version web/1 was edited after it was registered" in problems
     assert "channel web@dev has 1 history entries; the trail has 2" in problems
 
 
-def test_a_rehashed_chain_still_fails_against_the_head(busy_catalog):
+def test_a_rehashed_chain_still_fails_against_the_head(busy_catalog, catalog_location):
     """Rewriting one event and rehashing everything after it still leaves the stored head stale."""
-    import sqlite3
-
     from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import event_hash
 
-    conn = sqlite3.connect(busy_catalog.path)
-    rows = conn.execute(
-        "SELECT id, at, principal, action, subject, payload, prev_hash FROM events ORDER BY id"
+    (rows,) = raw_sql(
+        catalog_location,
+        "SELECT id, at, principal, action, subject, payload, prev_hash FROM events ORDER BY id",
     )
     prev = None
-    for event_id, at, who, action, subject, payload, prev_hash in rows.fetchall():
+    updates = []
+    for event_id, at, who, action, subject, payload, prev_hash in rows:
         if event_id == 3:
             who = "someone-else"
         prev_hash = prev or prev_hash
         digest = event_hash(event_id, at, who, action, subject, payload, prev_hash)
-        conn.execute(
-            "UPDATE events SET principal=?, prev_hash=?, hash=? WHERE id=?",
-            (who, prev_hash, digest, event_id),
+        updates.append(
+            (
+                "UPDATE events SET principal=?, prev_hash=?, hash=? WHERE id=?",
+                (who, prev_hash, digest, event_id),
+            )
         )
         prev = digest
-    conn.commit()
-    conn.close()
+    raw_sql(catalog_location, updates)
     assert any(p.startswith("the newest events were deleted") for p in busy_catalog.verify()["problems"])
 
 
 # ---------------------------------------------------------------------------------- export / import
 
 
-def test_export_import_round_trip(busy_catalog, tmp_path):
+def test_export_import_round_trip(busy_catalog, new_catalog_location):
     busy_catalog.revoke("web/1", "old", fallback=False)
     doc = json.loads(json.dumps(busy_catalog.export()))
-    with Catalog(str(tmp_path / "copy.db")) as copy:
+    with Catalog(new_catalog_location()) as copy:
         report = copy.import_(doc)
         assert report["ok"] and report["head"] == busy_catalog.verify()["head"]
         assert copy.export() == doc
@@ -426,10 +424,10 @@ def test_export_import_round_trip(busy_catalog, tmp_path):
         assert copy.reserve_version("web") == "4"
 
 
-def test_import_refuses_a_tampered_export_and_keeps_nothing(busy_catalog, tmp_path):
+def test_import_refuses_a_tampered_export_and_keeps_nothing(busy_catalog, new_catalog_location):
     doc = busy_catalog.export()
     doc["channels"][-1]["version"] = "web/3"
-    with Catalog(str(tmp_path / "copy.db")) as copy:
+    with Catalog(new_catalog_location()) as copy:
         with pytest.raises(CatalogError, match="export does not verify, nothing imported"):
             copy.import_(doc)
         assert copy.export()["events"] == [] and copy.images() == []

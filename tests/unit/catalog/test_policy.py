@@ -34,9 +34,9 @@ def policy():
 
 
 @pytest.fixture
-def catalog(tmp_path, monkeypatch):
+def catalog(catalog_location, monkeypatch):
     monkeypatch.setenv("KILN_PRINCIPAL", "release-bot")
-    with Catalog(str(tmp_path / "catalog.db")) as opened:
+    with Catalog(catalog_location) as opened:
         for image in ("web", "web", "lb"):
             opened.register(Version(image=image, name=opened.reserve_version(image), fingerprint="f"))
         yield opened

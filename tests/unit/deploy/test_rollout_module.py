@@ -94,10 +94,38 @@ def test_unhealthy_version_fails_the_task_after_rolling_back(catalog, world, cap
     world.assert_converged(4, "web/1")
 
 
+def test_a_failed_analysis_fails_the_task_naming_the_verdict(catalog, world, capsys):
+    world.traffic = 1000
+    world.faults["web/3"] = (0.3, 1.0)
+    analysis = {"max_error_rate": "1%", "min_requests": 50, "bake_time": 0.01}
+    out = run_module(
+        base(catalog, version="web/3", strategy="canary", steps=[{"instances": 1}], **analysis), capsys
+    )
+    assert out["failed"] is True and out["status"] == "rolled_back"
+    assert "analysis of 0 failed: error rate of web/3" in out["msg"]
+    assert [a["verdict"] for a in out["analysis"]] == ["Failed"]
+    world.assert_converged(4, "web/1")
+
+
+def test_check_mode_shows_the_canary_steps(catalog, world, capsys):
+    steps = [{"instances": 1, "bake_time": 30, "weight": 5}, {"percent": 100}]
+    args = base(catalog, version="web/2", strategy="canary", steps=steps, max_latency_ratio=2.0)
+    out = run_module({**args, "_ansible_check_mode": True}, capsys)
+    plan = out["plan"]
+    assert plan["strategy"] == "canary" and plan["analysis"] is True
+    assert [(b["step"], len(b["slots"]), b["bake_time"], b["weight"]) for b in plan["batches"]] == [
+        (0, 1, 30, 5),
+        (1, 3, 0, None),
+    ]
+    assert world.mutations() == []
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         ({"version": "web/2", "batch_size": 0}, "batch_size must be at least 1"),
+        ({"version": "web/2", "strategy": "canary"}, "strategy canary needs steps"),
+        ({"version": "web/2", "max_error_rate": "5 percent"}, "max_error_rate must be"),
         ({"version": "web/2", "batch_size": "150%"}, "batch_size 150% is over 100%"),
         ({"version": "web/2", "max_surge": "120%"}, "max_surge 120% is over 100%"),
         ({"image": "web", "channel": "qa"}, "channel 'qa' of image 'web' is unknown"),

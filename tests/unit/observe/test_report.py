@@ -170,3 +170,24 @@ def test_bucket_load_counts_requests_and_failures_per_interval(good):
     ]
     with pytest.raises(KilnError, match="interval must be > 0"):
         report.bucket_load(requests, interval=0)
+
+
+def test_the_page_shows_each_analysis_with_numbers_per_version_and_the_verdict(tmp_path):
+    world = World()
+    world.seed(4, V1)
+    world.traffic = 1000
+    world.faults["web/2"] = (0.25, 1.0)
+    options = {"max_error_rate": "1%", "min_requests": 50, "bake_time": 0.01}
+    doc = run_rollout(tmp_path, world, strategy="canary", steps=[{"instances": 1}], **options)
+    assert doc["status"] == "rolled_back"
+    page = report.render_html(doc)
+    section = page[page.index("<h2>Analysis (canary)</h2>") : page.index("<h2>Batches</h2>")]
+    assert '<span class="failed">Failed</span>' in section
+    numbers = doc["analysis"][0]["versions"]
+    for ref in ("web/1", "web/2"):
+        assert (
+            f"<td>{ref}{' (new)' if ref == 'web/2' else ''}</td><td>{numbers[ref]['requests']}</td>"
+            in section
+        )
+    assert "error rate of web/2" in section
+    assert "<th>verdict</th><td>Failed</td>" in page

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from ansible_collections.kiln.immutable.plugins.module_utils.rollout.lock import GroupLock, RolloutLocked
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout.lock import (
+    GroupLock,
+    RolloutLocked,
+    machine_lock_path,
+)
 from rollout_fakes import V1, VERSIONS, World
 from rollout_fakes import fake_rollout as rollout
 
@@ -206,7 +211,7 @@ def test_first_roll_out_fills_an_empty_group(tmp_path):
 
 
 def test_a_second_roll_out_of_the_group_is_refused_while_one_runs(world, tmp_path):
-    holder = GroupLock(str(tmp_path / world.group / "lock"), world.group)
+    holder = GroupLock(machine_lock_path(world.group), world.group)
     holder.acquire()
     try:
         with pytest.raises(
@@ -219,8 +224,27 @@ def test_a_second_roll_out_of_the_group_is_refused_while_one_runs(world, tmp_pat
     assert rollout(world, tmp_path).run()["status"] == "succeeded"
 
 
+def test_the_lock_is_machine_wide_not_per_state_folder(world, tmp_path):
+    """Two state folders on one machine (two checkouts, two CI jobs) still roll a group out one at a time."""
+    holder = GroupLock(machine_lock_path(world.group), world.group)
+    holder.acquire()
+    try:
+        with pytest.raises(RolloutLocked, match=f"a roll-out of group '{world.group}' is already running"):
+            rollout(world, tmp_path / "other-state-folder").run()
+        assert world.mutations() == []
+    finally:
+        holder.release()
+
+
+def test_the_default_lock_folder_is_shared_by_every_user(monkeypatch):
+    monkeypatch.delenv("KILN_LOCK_DIR", raising=False)
+    path = machine_lock_path("web")
+    assert path in ("/run/lock/kiln/web.lock", "/tmp/kiln-locks/web.lock")
+    assert os.stat(os.path.dirname(path)).st_mode & 0o1777 == 0o1777
+
+
 def test_the_lock_dies_with_its_holder(world, tmp_path):
-    lock = tmp_path / world.group / "lock"
+    lock = machine_lock_path(world.group)
     code = (
         "import sys, time; sys.path.insert(0, 'collections');"
         "from ansible_collections.kiln.immutable.plugins.module_utils.rollout.lock import GroupLock;"

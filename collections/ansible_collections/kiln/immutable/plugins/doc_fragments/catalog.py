@@ -10,7 +10,9 @@ class ModuleDocFragment:
 options:
   catalog:
     description:
-      - Path of the catalog file (SQLite).
+      - Path of the catalog file (SQLite), or the URL of a PostgreSQL catalog shared by a team
+        (V(postgresql://kiln@db/kiln); libpq's environment such as E(PGHOST) and E(PGPASSFILE) fills in
+        what the URL leaves out). Keep the password out of the URL, in E(PGPASSFILE).
       - When not set, the environment variable E(KILN_CATALOG), else C(catalog.db) in the state folder
         (E(KILN_STATE_DIR), else C(.kiln) in the current folder).
       - The file and its folder are created when missing.

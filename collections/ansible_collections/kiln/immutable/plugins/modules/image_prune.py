@@ -82,6 +82,10 @@ images_removed:
 
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
 from ansible_collections.kiln.immutable.plugins.module_utils.common.module import KilnModule
+from ansible_collections.kiln.immutable.plugins.module_utils.providers.docker.images import (
+    remove_image,
+    running_versions,
+)
 
 
 def prune(params: dict, check: bool) -> dict:
@@ -91,7 +95,8 @@ def prune(params: dict, check: bool) -> dict:
             keep=params["keep"],
             history_depth=params["history_depth"],
             check=check,
-            remove_images=params["remove_images"],
+            running=running_versions,
+            remove_artifact=remove_image if params["remove_images"] else None,
         )
     diff = {"before": {"versions": sorted(result.removed)}, "after": {"versions": []}}
     return {**result.to_dict(), "diff": diff}

@@ -216,6 +216,10 @@ from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog imp
 )
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 from ansible_collections.kiln.immutable.plugins.module_utils.common.module import KilnModule
+from ansible_collections.kiln.immutable.plugins.module_utils.providers.docker.images import (
+    remove_image,
+    running_versions,
+)
 
 _RECORD_FIELDS = (
     "fingerprint",
@@ -282,7 +286,7 @@ def _status(p: dict, check: bool, catalog: Catalog) -> dict:
     if p["state"] == "absent":
         if before is None:
             return {"changed": False, "ref": ref, "images_removed": []}
-        removed = catalog.remove(ref, check=check)
+        removed = catalog.remove(ref, check=check, running=running_versions, remove_artifact=remove_image)
         result = {
             "changed": True,
             "ref": ref,

@@ -22,6 +22,9 @@ description:
     after the process was killed resumes the roll-out and ends converged. A lock per group refuses a second
     roll-out of the group while one runs. The result is also written there as C(<id>.json), and each event
     is appended to C(progress.log) as it happens.
+  - The lock is machine-wide with an SQLite catalog. With a PostgreSQL catalog, the lock is a lease in the
+    database (renewed every 10 s, expiring 30 s after the last renewal) and the journal is kept there too,
+    so another runner takes over the roll-out of a runner that died once its lease has expired.
   - In check mode, returns the plan (batches, instances, versions) and changes nothing.
 author:
   - kiln developers (@kiln)
@@ -98,6 +101,63 @@ options:
   parallel:
     description: At most this many slots of a batch are replaced at once. When not set, the whole batch.
     type: int
+  strategy:
+    description:
+      - C(rolling) replaces the group in batches of O(batch_size).
+      - C(canary) goes through O(steps), each a number of instances on the new version, baked and
+        analysed before the next.
+      - C(blue_green) starts a full new set beside the old one without traffic, analyses it through a
+        preview (O(preview_percent) of the traffic), switches every request to it at once, and keeps the
+        old set for O(rollback_window) seconds. Within the window a roll-out back to the old version (a
+        channel rollback) switches back in about a second without starting anything.
+      - Load balancer weights are needed for C(blue_green) and for canary steps with a C(weight).
+    type: str
+    choices: [rolling, canary, blue_green]
+    default: rolling
+  steps:
+    description:
+      - "With O(strategy=canary), the steps, like
+        C([{instances: 1, bake_time: 60}, {percent: 50}, {percent: 100}])."
+      - Each step has C(instances) or C(percent) (of the group) - how many instances run the new version after
+        it; C(bake_time) (seconds, default O(bake_time)); and C(weight), the percentage of the traffic the
+        new version takes during the bake (default - its share of the instances).
+      - A last step of the whole group is added when missing.
+    type: list
+    elements: dict
+    default: []
+  bake_time:
+    description:
+      - Seconds of traffic each analysis looks at, after each batch (rolling), step (canary) or on the
+        preview (blue_green). Without thresholds, a plain wait.
+    type: float
+    default: 0
+  max_error_rate:
+    description:
+      - Analysis - the new version fails when its share of 5xx answers and connection errors over the bake
+        is more than this above the old version's, like C("1%").
+      - Analysis needs a load balancer with numbers (C(haproxy)); others are refused as "not available".
+    type: raw
+  max_latency_ratio:
+    description:
+      - Analysis - the new version fails when its average response time is more than this many times the old
+        version's, like C(1.5).
+    type: float
+  min_requests:
+    description:
+      - Analysis - with fewer requests to the new version over the bake, the verdict is C(Inconclusive) and
+        the roll-out pauses (RV(status=paused)); the next run goes on with the same window.
+    type: int
+    default: 100
+  preview_percent:
+    description: With O(strategy=blue_green), the percentage of the traffic the new set takes while analysed.
+    type: int
+    default: 10
+  rollback_window:
+    description:
+      - With O(strategy=blue_green), seconds the old set is kept in service without traffic after the switch.
+        The next roll-out after the window retires it; C(0) retires it at once.
+    type: float
+    default: 0
   health:
     description: The health probe of a new instance, against its probe address on 127.0.0.1.
     type: dict
@@ -195,6 +255,29 @@ EXAMPLES = r"""
     load_balancer_options:
       port: 8082
 
+- name: Canary with analysis - one instance at a tenth of the traffic for a minute, then half, then all
+  kiln.immutable.rolling_replace:
+    group: web-prod
+    version: web/7
+    strategy: canary
+    steps:
+      - {instances: 1, bake_time: 60, weight: 10}
+      - {percent: 50}
+      - {percent: 100}
+    bake_time: 30
+    max_error_rate: 1%
+    max_latency_ratio: 1.5
+    min_requests: 200
+
+- name: Blue/green, the old set kept for ten minutes for an instant switch back
+  kiln.immutable.rolling_replace:
+    group: web-prod
+    version: web/7
+    strategy: blue_green
+    bake_time: 30
+    max_error_rate: 1%
+    rollback_window: 600
+
 - name: Show the plan only
   kiln.immutable.rolling_replace:
     group: web-prod
@@ -215,6 +298,30 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+analysis:
+  description:
+    - Every verdict - its step (C(batch-N), a canary step's index, or C(preview)), C(verdict) (C(Successful),
+      C(Failed), C(Inconclusive)), C(reasons), the window in seconds, and per version the requests, errors,
+      error rate and latency (ms) the load balancer counted in the window.
+  returned: when not in check mode and the roll-out analysed something
+  type: list
+  elements: dict
+  sample:
+    - step: batch-0
+      verdict: Failed
+      reasons: ["error rate of web/8 19.50% (39/200) is over 1.00% (baseline 0.00% + max_error_rate 1.00%)"]
+      versions:
+        web/7: {requests: 600, errors: 0, error_rate: 0.0, latency_ms: 1.2}
+        web/8: {requests: 200, errors: 39, error_rate: 0.195, latency_ms: 1.3}
+standby:
+  description: With O(strategy=blue_green), slot -> the old instance kept without traffic until
+    RV(standby_until).
+  returned: when not in check mode
+  type: dict
+standby_until:
+  description: Epoch seconds at which the rollback window of a blue_green roll-out ends.
+  returned: when not in check mode with O(strategy=blue_green)
+  type: float
 status:
   description:
     - C(succeeded), C(partial) (failures within O(max_failures); those slots keep their version),
@@ -296,7 +403,7 @@ from ansible_collections.kiln.immutable.plugins.module_utils.common.module impor
 from ansible_collections.kiln.immutable.plugins.module_utils.deploy import rolling_replace
 from ansible_collections.kiln.immutable.plugins.module_utils.deploy.backends import LOAD_BALANCERS, PROVIDERS
 from ansible_collections.kiln.immutable.plugins.module_utils.rollout.health import PROBE_TYPES, HealthCheck
-from ansible_collections.kiln.immutable.plugins.module_utils.rollout.options import RolloutOptions
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout.options import STRATEGIES, RolloutOptions
 
 
 def main() -> None:
@@ -306,7 +413,7 @@ def main() -> None:
             version=dict(type="str"),
             channel=dict(type="str"),
             image=dict(type="str"),
-            **dataclass_spec(RolloutOptions),
+            **dataclass_spec(RolloutOptions, strategy={"choices": list(STRATEGIES)}),
             health=dict(
                 type="dict",
                 default={},

@@ -27,7 +27,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
-from .store import CatalogError
+from .errors import CatalogError
 
 _RULE_KEYS = {"principals", "requires_passing_test", "requires_channel", "description"}
 

@@ -38,6 +38,7 @@ _ANSIBLE_TYPES = {
     "Any": {"type": "raw"},
     "list[int]": {"type": "list", "elements": "int"},
     "list[str]": {"type": "list", "elements": "str"},
+    "list[dict[str, Any]]": {"type": "list", "elements": "dict"},
 }
 
 

@@ -18,6 +18,8 @@ from ..observe import report
 from ..rollout.engine import Rollout
 from ..rollout.health import HealthCheck, Prober, probe_once
 from ..rollout.interrupt import StopRequest, stop_when_asked
+from ..rollout.journal import SharedJournal
+from ..rollout.lock import LeaseLock
 from ..rollout.options import RolloutError, RolloutOptions, check_deployable
 from .backends import LOAD_BALANCERS, PROVIDERS, build_backends
 
@@ -71,7 +73,7 @@ def execute(
     group = params["group"]
     options = RolloutOptions(**{k: params[k] for k in OPTION_NAMES if params.get(k) is not None})
     check_health = HealthCheck.from_options(params.get("health"))
-    with Catalog(params.get("catalog")) as catalog:
+    with Catalog(params.get("catalog")) as catalog, contextlib.ExitStack() as stack:
         target = resolve_target(catalog, params.get("version"), params.get("channel"), params.get("image"))
         if provider is None:
             provider, built_lb = build_backends(
@@ -88,6 +90,12 @@ def execute(
         rollout = Rollout(
             group, target, provider, load_balancer, prober, options, resolve_version=catalog.get
         )
+        # A shared catalog (PostgreSQL) keeps the group's lease and journal, for every runner to see.
+        shared = catalog.shared_rollouts()
+        if shared:
+            stack.callback(shared.close)
+            rollout.lock = LeaseLock(shared, group)
+            rollout.journal_keeper = SharedJournal(shared, group)
         if check:
             plan = rollout.plan()
             before = {str(s["slot"]): s["from"] for b in plan["batches"] for s in b["slots"]}
@@ -140,6 +148,10 @@ def failure_message(result: dict[str, Any]) -> str | None:
         i.get("detail", "") for b in result["batches"] for i in b["instances"] if i["outcome"] == "failed"
     ]
     why = f" ({details[0]})" if details else ""
+    verdicts = [a for a in result.get("analysis") or [] if a["verdict"] == "Failed"]
+    if verdicts:
+        why = f" (analysis of {verdicts[-1]['step']} failed: {'; '.join(verdicts[-1]['reasons'])})"
+        failed = "of the analysed batch"
     if result["status"] == "rolled_back":
         return (
             f"roll-out of group {result['group']} to {result['target']} stopped after failed slot(s) {failed}"

@@ -35,7 +35,17 @@ from ..common.paths import state_dir
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f", "#ff9da7"]
 STATE_OPACITY = {"starting": 0.35, "serving": 1.0, "draining": 0.55, "failed": 0.35}
 SLOT_EVENTS = ("healthy", "unhealthy", "error", "restored", "restore_failed")  # drawn on the slot's lane
-GLOBAL_EVENTS = ("start", "resume", "checkpoint", "stopped", "rollback", "interrupted", "finish")
+GLOBAL_EVENTS = (
+    "start",
+    "resume",
+    "checkpoint",
+    "stopped",
+    "rollback",
+    "interrupted",
+    "finish",
+    "analysis",
+    "switch",
+)
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
@@ -525,8 +535,34 @@ def _when(ts: Any) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(ts)))
 
 
+def render_analysis(doc: dict[str, Any]) -> str:
+    """The analysis section: per step, requests, errors and latency per version, and the verdict."""
+    out = []
+    for a in doc.get("analysis") or []:
+        rows = "".join(
+            f"<tr><td>{_esc(ref)}{' (new)' if ref == a.get('candidate') else ''}</td>"
+            f"<td>{_esc(n.get('requests'))}</td><td>{_esc(n.get('errors'))}</td>"
+            f"<td>{100.0 * float(n.get('error_rate') or 0):.2f}%</td>"
+            f"<td>{_esc(n.get('latency_ms'))} ms</td></tr>"
+            for ref, n in sorted((a.get("versions") or {}).items())
+        )
+        verdict = str(a.get("verdict"))
+        weight = f" · new version at {a['weight']}% of the traffic" if a.get("weight") else ""
+        out.append(
+            f'<section class="analysis-step"><h3>{_esc(a.get("step"))} · '
+            f'<span class="{_esc(verdict.lower())}">{_esc(verdict)}</span> · '
+            f"{_fmt(float(a.get('window_s') or 0))} s window{_esc(weight)}</h3>"
+            "<table><tr><th>version</th><th>requests</th><th>errors</th><th>error rate</th>"
+            f"<th>latency</th></tr>{rows}</table><p>{_esc('; '.join(a.get('reasons') or []))}</p></section>"
+        )
+    if not out:
+        return ""
+    strategy = (doc.get("options") or {}).get("strategy", "rolling")
+    return f"<h2>Analysis ({_esc(strategy)})</h2>" + "".join(out)
+
+
 def render_html(doc: dict[str, Any], load: Any = None) -> str:
-    """The report page: summary, timeline picture, batches with their instances, the event log."""
+    """The report page: summary, timeline picture, analysis, batches with their instances, the event log."""
     tl = build_timeline(doc, load)
     title = f"Roll-out of {doc.get('group')} to {doc.get('target')}: {doc.get('status')}"
     summary = [
@@ -538,8 +574,12 @@ def render_html(doc: dict[str, Any], load: Any = None) -> str:
         ("instances", doc.get("size")),
         ("batches", len(doc.get("batches") or [])),
         ("failed slots", ", ".join(map(str, doc.get("failed_slots") or [])) or "none"),
+        ("strategy", (doc.get("options") or {}).get("strategy", "rolling")),
         ("id", doc.get("id")),
     ]
+    verdicts = [str(a.get("verdict")) for a in doc.get("analysis") or []]
+    if verdicts:
+        summary.append(("verdict", verdicts[-1]))
     if tl.load:
         sent = sum(s.requests for s in tl.load)
         failed = sum(s.failed for s in tl.load)
@@ -584,7 +624,8 @@ def render_html(doc: dict[str, Any], load: Any = None) -> str:
         "table{border-collapse:collapse;margin:6px 0 14px}th,td{padding:2px 10px;text-align:left;"
         "border-bottom:1px solid #eaeef2}h1{font-size:20px}h2{font-size:16px;margin-top:24px}"
         "h3{font-size:14px;margin:12px 0 4px}.failed,.rolled_back{color:#cf222e}"
-        ".ok,.replaced,.succeeded{color:#1a7f37}svg{max-width:100%;height:auto}"
+        ".ok,.replaced,.succeeded,.successful{color:#1a7f37}.inconclusive{color:#9a6700}"
+        "svg{max-width:100%;height:auto}"
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -592,6 +633,7 @@ def render_html(doc: dict[str, Any], load: Any = None) -> str:
         f"<title>{_esc(title)}</title><style>{css}</style></head><body>"
         f'<h1>{_esc(title)}</h1><table class="summary">{rows}</table>'
         f"<h2>Timeline</h2>{render_svg(tl)}"
+        f"{render_analysis(doc)}"
         f"<h2>Batches</h2>{''.join(batches) or '<p>No batch ran: every instance was on the target.</p>'}"
         f"<h2>Events</h2><details><summary>{len(doc.get('events') or [])} events</summary>"
         f"<table>{events}</table></details></body></html>\n"

@@ -12,6 +12,10 @@ the versions slots ran before, failures, checkpoints passed, and the timeline fo
 Capacity: a slot is replaced either with surge (the new instance starts next to the old one, which
 is drained only once the new one is healthy and enabled) or in place (the old one is drained
 first), in place only while the instances in service stay at or above the minimum healthy count.
+
+Strategies (strategies.py) shape the forward phase: which batches run (one planner for the run and
+for check mode), the bake and analysis after each, and blue/green's second set of instances, kept
+beside the in-service ones (``standby``) until its switch or the end of its rollback window.
 """
 
 from __future__ import annotations
@@ -27,15 +31,17 @@ from typing import Any
 
 from ..common.files import write_json_atomic
 from ..common.paths import state_dir
+from . import strategies
 from .health import HealthOutcome, Prober
 from .interfaces import SERVER_DRAIN, SERVER_READY, Instance, LoadBalancer, NullLoadBalancer, Provider
 from .interrupt import StopRequest
-from .journal import UNFINISHED, Journal, _now, read_journal
+from .journal import UNFINISHED, FileJournal, Journal, _now
 from .lock import GroupLock
 from .options import (
     Limits,
     RolloutError,
     RolloutOptions,
+    analysis_wanted,
     check_deployable,
     plan_batches,
     validate,
@@ -58,6 +64,8 @@ class Rollout:
     slot replacements, with status ``interrupted``; the next run resumes.
     """
 
+    _brief = staticmethod(_brief)  # for the strategies, which drive batches of their own
+
     def __init__(
         self,
         group: str,
@@ -70,6 +78,8 @@ class Rollout:
         root: str | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         stop: StopRequest | None = None,
+        lock: Any = None,
+        journal_keeper: Any = None,
     ):
         validate_group(group)
         check_deployable(target)
@@ -82,12 +92,16 @@ class Rollout:
         self.resolve_version = resolve_version
         self.folder = os.path.join(root or os.path.join(state_dir(), "rollouts"), group)
         self.journal_path = os.path.join(self.folder, "journal.json")
-        self.lock = GroupLock(os.path.join(self.folder, "lock"), group)
+        # One roll-out per group: on this machine (whatever the state folder), or in the shared catalog.
+        self.lock = lock or GroupLock(None, group)
+        self.journal_keeper = journal_keeper or FileJournal
         self.on_event = on_event
         self.stop = stop or StopRequest()
         self.journal: Journal | None = None
         self.limits: Limits | None = None
         self.current: dict[int, Instance | None] = {}
+        # Instances kept in service beside the current ones without traffic (blue_green): slot -> instance.
+        self.standby: dict[int, Instance] = {}
         self._state_lock = threading.Lock()
         self._versions: dict[str, Any] = {target.ref: target}
         # Refuse bad options now, before any call that could change something.
@@ -97,7 +111,7 @@ class Rollout:
 
     def _look(self) -> tuple[dict[str, Any] | None, str, bool, list[Instance], list[int]]:
         """A read-only look at the journal and the group: (journal, phase, resuming, instances, slots)."""
-        journal = read_journal(self.journal_path)
+        journal = self.journal_keeper.read(self.journal_path)
         phase, resuming = self._decide(journal)
         instances = self.provider.list_instances(self.group)
         # A slot emptied just before a crash has no instance any more; an unfinished journal still knows
@@ -172,10 +186,33 @@ class Rollout:
         cleanup = sorted(
             s for s, insts in by_slot.items() if len(insts) > 1 or not all(i.alive for i in insts)
         )
-        batches = plan_batches(todo, self.options.batch_size, len(slots))
+        standby = strategies.standby_of(journal, instances)
+        back = bool(standby) and not resuming and strategies.window_open(journal)
+        back = back and all(i.version == self.target.ref for i in standby)
+        if back:  # within the rollback window: a switch back, nothing started
+            steps = [
+                {
+                    "slots": sorted(i.slot for i in standby),
+                    "step": "switch_back",
+                    "bake_time": 0,
+                    "weight": None,
+                }
+            ]
+        elif phase == "forward":
+            done = sum(1 for s in slots if (current[s].version if current[s] else None) == self.target.ref)
+            passed = (journal.get("steps_passed") or []) if resuming and journal else []
+            steps = strategies.forward_batches(self.options, todo, slots, done, passed)
+        else:
+            steps = [
+                {"slots": b, "step": None, "bake_time": 0, "weight": None}
+                for b in plan_batches(todo, self.options.batch_size, len(slots))
+            ]
         return {
             "group": self.group,
             "target": self.target.ref,
+            "strategy": self.options.strategy,
+            "analysis": analysis_wanted(self.options),
+            "switch_back": back,
             "phase": phase,
             "resume": resuming,
             "size": len(slots),
@@ -188,6 +225,9 @@ class Rollout:
             "batches": [
                 {
                     "index": i,
+                    "step": step["step"],
+                    "bake_time": step["bake_time"],
+                    "weight": step["weight"],
                     "slots": [
                         {
                             "slot": s,
@@ -195,12 +235,12 @@ class Rollout:
                             "from": current[s].version if current[s] else None,
                             "to": self._desired_ref(s, phase, before),
                         }
-                        for s in batch
+                        for s in step["slots"]
                     ],
                 }
-                for i, batch in enumerate(batches)
+                for i, step in enumerate(steps)
             ],
-            "changed": bool(batches or cleanup),
+            "changed": bool(any(step["slots"] for step in steps) or cleanup),
         }
 
     # ------------------------------------------------------------------ the run
@@ -208,6 +248,7 @@ class Rollout:
     def run(self) -> dict[str, Any]:
         # Refuse what can be refused from a read-only look before taking the lock or writing anything.
         validate(self.options, len(self._look()[4]))
+        strategies.check_available(self)
         self.lock.acquire()
         try:
             return self._run_locked()
@@ -258,24 +299,43 @@ class Rollout:
             doc,
             self.on_event,
             on_write_error=lambda exc: self.stop.set(f"journal {self.journal_path} cannot be written: {exc}"),
+            keeper=self.journal_keeper,
         )
         self.journal.event("resume" if resuming else "start", target=self.target.ref, phase=phase)
         for hook_owner in (self.provider, self.lb):
             prepare = getattr(hook_owner, "prepare", None)
             if callable(prepare):
                 prepare(self.group)
-        self._reconcile(instances, slots, phase)
+        standby = strategies.standby_of(previous, instances)
+        if standby and not resuming and not strategies.window_open(previous):
+            self.standby = {i.slot: i for i in standby}
+            strategies.retire_standby(self, "rollback window over")
+        elif standby:
+            self.standby = {i.slot: i for i in standby}
+            doc["standby"] = {str(i.slot): i.to_dict() for i in standby}
+            doc["standby_until"] = previous.get("standby_until")
+        kept = {i.name for i in standby}
+        self._reconcile(instances, slots, phase, kept)
         if not doc["before"]:
             doc["before"] = {str(s): (i.version if i else None) for s, i in self.current.items()}
             self.journal.save()
+        if self.standby and not resuming and not strategies.switch_back(self):
+            strategies.retire_standby(self, f"superseded by {self.target.ref}")
         if phase == "forward":
             self._forward(slots)
         if doc["phase"] == "rollback" and doc["status"] == "running":
             self._rollback(slots)
         return self._finish()
 
-    def _reconcile(self, instances: list[Instance], slots: list[int], phase: str) -> None:
-        """Bring provider and load balancer into one consistent picture: one in-service instance per slot."""
+    def _reconcile(
+        self,
+        instances: list[Instance],
+        slots: list[int],
+        phase: str,
+        kept: set[str] | frozenset = frozenset(),
+    ) -> None:
+        """Bring provider and load balancer into one consistent picture: one in-service instance per slot
+        (besides ``kept``: the standby instances of a blue/green roll-out)."""
         before = self.journal.doc.get("before") or {}
         states = self._lb_states()
         names = {i.name for i in instances}
@@ -285,7 +345,7 @@ class Rollout:
             )
             self.lb.remove(orphan)
             self.journal.event("server_removed", server=name, reason="no such instance")
-        by_slot = _by_slot(instances)
+        by_slot = _by_slot([i for i in instances if i.name not in kept])
         self.current = {s: None for s in slots}
         for slot, insts in sorted(by_slot.items()):
             keep = self._pick(insts, self._desired_ref(slot, phase, before), states)
@@ -316,13 +376,23 @@ class Rollout:
 
     def _forward(self, slots: list[int]) -> None:
         doc = self.journal.doc
+        if self.options.strategy == "blue_green":
+            strategies.blue_green(self, slots)
+            return
         limits = self.limits
         failed = set(doc["failed_slots"])
+        passed = doc.setdefault("steps_passed", [])
+        pending = doc.get("bake")
+        if pending and str(pending.get("step")).startswith("batch-"):  # killed or paused in a bake
+            if not self._bake(pending["step"], pending["bake_time"], None):
+                return
         todo = [s for s in slots if s not in failed and self._version_of(s) != self.target.ref]
-        for batch in plan_batches(todo, self.options.batch_size, len(slots)):
+        done = sum(1 for s in slots if self._version_of(s) == self.target.ref)
+        for item in strategies.forward_batches(self.options, todo, slots, done, passed):
             if self._interrupted():
                 return
-            self._run_batch(batch, {s: self.target for s in batch}, "forward")
+            if item["slots"]:
+                self._run_batch(item["slots"], {s: self.target for s in item["slots"]}, "forward")
             if len(doc["failed_slots"]) > limits.max_failures:
                 self.journal.event(
                     "stopped", failed_slots=doc["failed_slots"], max_failures=limits.max_failures
@@ -334,8 +404,21 @@ class Rollout:
                     doc["status"] = "failed"
                     self.journal.save()
                 return
+            key = item["step"] if item["step"] is not None else f"batch-{len(doc['batches']) - 1}"
+            if not self._bake(key, item["bake_time"], item["weight"]):
+                return
+            if item["step"] is not None:
+                passed.append(item["step"])
+                self.journal.save()
             if self._checkpoint(slots):
                 return
+
+    def _bake(self, key: Any, bake_time: float, weight: int | None) -> bool:
+        """Bake and analyse the new version while old instances serve beside it; True to go on."""
+        new, old = strategies.step_instances(self)
+        if not new or not old or not (bake_time or analysis_wanted(self.options)):
+            return True
+        return strategies.judge(self, strategies.bake(self, key, bake_time, weight, new, old))
 
     def _checkpoint(self, slots: list[int]) -> bool:
         """True when the roll-out pauses here until the next run."""
@@ -430,18 +513,35 @@ class Rollout:
         with self._state_lock:
             return sum(1 for inst in self.current.values() if inst is not None)
 
-    def _run_batch(self, batch: list[int], desired: dict[int, Any], phase: str) -> None:
-        doc = self.journal.doc
+    def _open_batch(self, batch: list[int], phase: str) -> dict[str, Any]:
         record = {
-            "index": len(doc["batches"]),
+            "index": len(self.journal.doc["batches"]),
             "phase": phase,
             "slots": batch,
             "started_at": _now(),
             "instances": [],
         }
         with self.journal._lock:
-            doc["batches"].append(record)
+            self.journal.doc["batches"].append(record)
         self.journal.event("batch_start", batch=record["index"], phase=phase, slots=batch)
+        return record
+
+    def _close_batch(self, record: dict[str, Any], interrupted: bool = False) -> None:
+        record["finished_at"] = _now()
+        record["duration_s"] = round(record["finished_at"] - record["started_at"], 3)
+        outcomes = [r["outcome"] for r in record["instances"]]
+        record["outcome"] = "failed" if "failed" in outcomes else "interrupted" if interrupted else "ok"
+        self.journal.event(
+            "batch_end",
+            batch=record["index"],
+            phase=record["phase"],
+            outcome=record["outcome"],
+            duration_s=record["duration_s"],
+        )
+
+    def _run_batch(self, batch: list[int], desired: dict[int, Any], phase: str) -> None:
+        doc = self.journal.doc
+        record = self._open_batch(batch, phase)
         surge_cap = self.limits.max_surge if self.limits.max_surge is not None else len(batch)
         pending = list(batch)
         while pending and not self._interrupted():
@@ -483,17 +583,7 @@ class Rollout:
                         doc["failed_slots"].append(res["slot"])
             done = {item[0] for item in wave}
             pending = [s for s in pending if s not in done]
-        record["finished_at"] = _now()
-        record["duration_s"] = round(record["finished_at"] - record["started_at"], 3)
-        outcomes = [r["outcome"] for r in record["instances"]]
-        record["outcome"] = "failed" if "failed" in outcomes else "interrupted" if pending else "ok"
-        self.journal.event(
-            "batch_end",
-            batch=record["index"],
-            phase=phase,
-            outcome=record["outcome"],
-            duration_s=record["duration_s"],
-        )
+        self._close_batch(record, interrupted=bool(pending))
 
     def _replace_slot(self, slot: int, version: Any, mode: str, phase: str) -> dict[str, Any]:
         """Replace one slot's instance; never raises: a failure is the slot's outcome."""
@@ -538,7 +628,8 @@ class Rollout:
         rec["duration_s"] = round(rec["finished_at"] - rec["started_at"], 3)
         return rec
 
-    def _bring_up(self, slot: int, version: Any) -> tuple[Instance, HealthOutcome]:
+    def _bring_up(self, slot: int, version: Any, weight: int | None = None) -> tuple[Instance, HealthOutcome]:
+        """Launch, add to the load balancer, probe, enable (with ``weight`` when given)."""
         self.journal.event("launch", slot=slot, version=version.ref)
         new = self.provider.launch(self.group, slot, version)
         self.journal.event("launched", slot=slot, instance=new.name, id=new.id, version=new.version)
@@ -554,8 +645,10 @@ class Rollout:
             detail=outcome.detail,
         )
         if outcome.healthy:
+            if weight is not None:
+                self.lb.set_weight(new, weight)
             self.lb.enable(new)
-            self.journal.event("enabled", slot=slot, instance=new.name, version=new.version)
+            self.journal.event("enabled", slot=slot, instance=new.name, version=new.version, weight=weight)
         return new, outcome
 
     def _restore(self, slot: int, old: Instance) -> dict[str, Any]:

@@ -29,6 +29,12 @@ max_surge, ...) and ``kiln_group_health`` (HealthCheck fields). ``kiln.immutable
 creates (``invoke up``) and removes (``invoke down``) a group's network, load balancer, instances
 and data volumes.
 
+Optional numbers and weights (analysis and the canary and blue_green strategies): a load balancer may
+have ``stats() -> dict[str, ServerStats]`` (server name -> cumulative responses, errors, average time;
+see analysis.py) and ``set_weight(instance, weight: int)`` (0..256; a new server starts at 1; 0 sends it
+no new requests while it stays in service). One without them, or whose ``stats()`` answers None, has
+no numbers: analysis is "not available" there and a roll-out that asks for it is refused.
+
 Conventions both sides keep:
 
 - A load balancer server is named after ``Instance.name`` and reaches ``Instance.backend_address``.
@@ -137,3 +143,6 @@ class NullLoadBalancer:
 
     def servers(self) -> dict[str, str] | None:
         return None
+
+    def stats(self) -> None:
+        return None  # no numbers: analysis is not available

@@ -42,6 +42,38 @@ def read_journal(path: str) -> dict[str, Any] | None:
     return doc
 
 
+class SharedJournal:
+    """Where a group's journal is kept when runners share it: the shared copy is the one read back
+    (a runner taking a roll-out over resumes from it); the state folder keeps a copy for local tools.
+
+    ``backend`` has ``read_journal(group) -> dict | None`` and ``write_journal(group, doc)`` (the
+    shared catalog's database).
+    """
+
+    def __init__(self, backend: Any, group: str):
+        self.backend = backend
+        self.group = group
+
+    def read(self, path: str) -> dict[str, Any] | None:
+        return self.backend.read_journal(self.group)
+
+    def write(self, path: str, doc: dict[str, Any]) -> None:
+        self.backend.write_journal(self.group, doc)
+        write_json_atomic(path, doc)
+
+
+class FileJournal:
+    """The journal in the state folder alone: one machine, one state folder."""
+
+    @staticmethod
+    def read(path: str) -> dict[str, Any] | None:
+        return read_journal(path)
+
+    @staticmethod
+    def write(path: str, doc: dict[str, Any]) -> None:
+        write_json_atomic(path, doc)
+
+
 class Journal:
     """The roll-out document: saved atomically after every step; also the result and its timeline."""
 
@@ -51,6 +83,7 @@ class Journal:
         doc: dict[str, Any],
         on_event: Callable[[dict[str, Any]], None] | None = None,
         on_write_error: Callable[[OSError], None] | None = None,
+        keeper: Any = FileJournal,
     ):
         self.path = path
         self.doc = doc
@@ -59,6 +92,7 @@ class Journal:
         self._lock = threading.RLock()
         self._on_event = on_event
         self._on_write_error = on_write_error
+        self._keeper = keeper
 
     def save(self) -> None:
         """Write the document; a failed write (a full disk) leaves the last good one and is reported once.
@@ -69,7 +103,7 @@ class Journal:
         with self._lock:
             self.doc["updated_at"] = _now()
             try:
-                write_json_atomic(self.path, self.doc)
+                self._keeper.write(self.path, self.doc)
             except OSError as exc:
                 first = self.write_error is None
                 self.write_error = exc

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..common.errors import KilnError
+from .analysis import parse_rate
 
 GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -70,6 +71,15 @@ class RolloutOptions:
     drain_timeout: float = 30.0  # seconds to wait for a drained server's sessions to end
     parallel: int | None = None  # slots replaced at once within a batch; None: the whole batch
     size: int | None = None  # instances the group should have; None: the slots it has now
+    strategy: str = "rolling"  # rolling, canary (steps) or blue_green (a full new set, then a switch)
+    steps: list[dict[str, Any]] = field(default_factory=list)  # canary: [{instances: 1, bake_time: 60}, ...]
+    # Analysis: after each batch or step, the new version's numbers against the old version's.
+    bake_time: float = 0.0  # seconds of traffic each analysis looks at
+    max_error_rate: Any = None  # "1%": more errors than the old version's rate plus this fails
+    max_latency_ratio: float | None = None  # 1.5: a new version this much slower than the old fails
+    min_requests: int = 100  # fewer requests to the new version in the window: inconclusive (pause)
+    preview_percent: int = 10  # blue_green: share of traffic the new set takes while it is analysed
+    rollback_window: float = 0.0  # blue_green: seconds the old set is kept, switched back in a second
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,7 +124,95 @@ def validate(options: RolloutOptions, total: int, room: bool = True) -> Limits:
     if options.parallel is not None and options.parallel < 1:
         raise RolloutError(f"parallel must be at least 1, got {options.parallel}")
     failures = _count(options.max_failures, "max_failures", total, math.floor, 0)
+    validate_strategy(options, total)
     return Limits(total, min_in_service, surge, failures)
+
+
+STRATEGIES = ("rolling", "canary", "blue_green")
+STEP_KEYS = ("instances", "percent", "bake_time", "weight")
+
+
+@dataclass
+class Step:
+    """One canary step: ``count`` slots on the new version, then ``bake_time`` seconds of analysis while
+    the new version takes ``weight`` percent of the traffic (None: its share of the instances)."""
+
+    index: int
+    count: int
+    bake_time: float
+    weight: int | None = None
+
+
+def canary_steps(options: RolloutOptions, total: int) -> list[Step]:
+    """The canary steps for a group of ``total`` slots; refuses bad steps naming ``steps[i]``."""
+    out: list[Step] = []
+    for i, raw in enumerate(options.steps or []):
+        name = f"steps[{i}]"
+        if not isinstance(raw, dict):
+            raise RolloutError(f"{name} must be a mapping like {{percent: 50}}, got {raw!r}")
+        unknown = sorted(set(raw) - set(STEP_KEYS))
+        if unknown:
+            raise RolloutError(
+                f"{name} has unknown key(s) {', '.join(unknown)} (known: {', '.join(STEP_KEYS)})"
+            )
+        if ("instances" in raw) == ("percent" in raw):
+            raise RolloutError(f"{name} needs exactly one of instances or percent")
+        if "instances" in raw:
+            count = min(total, _count(raw["instances"], f"{name}.instances", total, math.ceil, 1))
+        else:
+            count = _count(f"{raw['percent']}%", f"{name}.percent", total, math.ceil, 1)
+        bake = raw.get("bake_time", options.bake_time)
+        if isinstance(bake, bool) or not isinstance(bake, int | float) or bake < 0:
+            raise RolloutError(f"{name}.bake_time must be 0 or more seconds, got {bake!r}")
+        weight = raw.get("weight")
+        if weight is not None and (
+            isinstance(weight, bool) or not isinstance(weight, int) or not 0 < weight <= 100
+        ):
+            raise RolloutError(f"{name}.weight must be a percentage from 1 to 100, got {weight!r}")
+        if out and count < out[-1].count:
+            raise RolloutError(f"{name} has fewer instances ({count}) than the step before ({out[-1].count})")
+        out.append(Step(i, count, float(bake), weight))
+    if not out or out[-1].count < total:
+        out.append(Step(len(out), total, float(options.bake_time)))
+    return out
+
+
+def analysis_wanted(options: RolloutOptions) -> bool:
+    return options.max_error_rate is not None or options.max_latency_ratio is not None
+
+
+def validate_strategy(options: RolloutOptions, total: int) -> None:
+    """Refuse a bad strategy, canary steps or analysis threshold, naming the parameter."""
+    if options.strategy not in STRATEGIES:
+        raise RolloutError(f"strategy must be one of {', '.join(STRATEGIES)}, got {options.strategy!r}")
+    if options.steps and options.strategy != "canary":
+        raise RolloutError(f"steps are for strategy canary, not {options.strategy}")
+    if options.strategy == "canary":
+        if not options.steps:
+            raise RolloutError(
+                "strategy canary needs steps, like [{instances: 1, bake_time: 60}, {percent: 100}]"
+            )
+        canary_steps(options, max(total, 1))
+    for name in ("bake_time", "rollback_window"):
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise RolloutError(f"{name} must be 0 or more seconds, got {value!r}")
+    try:
+        parse_rate(options.max_error_rate)
+    except ValueError as exc:
+        raise RolloutError(str(exc)) from None
+    ratio = options.max_latency_ratio
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, int | float) or ratio < 1):
+        raise RolloutError(f"max_latency_ratio must be a number of 1 or more, got {ratio!r}")
+    if (
+        isinstance(options.min_requests, bool)
+        or not isinstance(options.min_requests, int)
+        or options.min_requests < 1
+    ):
+        raise RolloutError(f"min_requests must be at least 1, got {options.min_requests!r}")
+    pct = options.preview_percent
+    if isinstance(pct, bool) or not isinstance(pct, int) or not 0 < pct < 100:
+        raise RolloutError(f"preview_percent must be a percentage from 1 to 99, got {pct!r}")
 
 
 def validate_group(group: str) -> None:

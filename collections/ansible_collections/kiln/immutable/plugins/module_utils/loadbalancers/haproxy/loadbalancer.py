@@ -25,6 +25,7 @@ from ...common import docker_api
 from ...common.docker_api import network_name
 from ...common.errors import KilnError
 from ...common.paths import state_dir
+from ...rollout.analysis import ServerStats
 from ...rollout.interfaces import SERVER_DRAIN, SERVER_MAINT, SERVER_READY, Instance
 
 BACKEND = "app"
@@ -157,18 +158,41 @@ def admin_state(bits: int) -> str:
     return SERVER_READY
 
 
-def parse_sessions(csv_text: str, backend: str, server: str) -> int | None:
-    """Current plus queued sessions of one server from ``show stat`` CSV; None when it is not listed."""
+def parse_stat(csv_text: str, backend: str) -> dict[str, dict[str, str]]:
+    """``show stat`` CSV -> server name -> its row (column name -> text) for the servers of ``backend``."""
     header: list[str] = []
+    rows: dict[str, dict[str, str]] = {}
     for line in csv_text.splitlines():
         if line.startswith("# "):
             header = line[2:].split(",")
             continue
         fields = line.split(",")
-        if header and len(fields) >= 4 and fields[0] == backend and fields[1] == server:
-            row = dict(zip(header, fields, strict=False))
-            return int(row.get("scur") or 0) + int(row.get("qcur") or 0)
-    return None
+        if header and len(fields) >= 4 and fields[0] == backend and fields[1] not in ("FRONTEND", "BACKEND"):
+            rows[fields[1]] = dict(zip(header, fields, strict=False))
+    return rows
+
+
+def _int(row: dict[str, str], *names: str) -> int:
+    return sum(int(row.get(name) or 0) for name in names)
+
+
+def parse_sessions(csv_text: str, backend: str, server: str) -> int | None:
+    """Current plus queued sessions of one server from ``show stat`` CSV; None when it is not listed."""
+    row = parse_stat(csv_text, backend).get(server)
+    return None if row is None else _int(row, "scur", "qcur")
+
+
+_RESPONSES = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
+
+
+def server_stats(row: dict[str, str]) -> ServerStats:
+    """A server's numbers: responses by status class plus connection errors; ttime is HAProxy's average
+    total time over the server's last 1024 requests."""
+    return ServerStats(
+        requests=_int(row, *_RESPONSES, "econ"),
+        errors=_int(row, "hrsp_5xx", "econ"),
+        time_ms=float(row.get("ttime") or 0),
+    )
 
 
 class HAProxyLoadBalancer:
@@ -418,6 +442,19 @@ class HAProxyLoadBalancer:
 
     def sessions(self, instance: Instance) -> int | None:
         return parse_sessions(self.api().command("show stat -1 4 -1"), BACKEND, instance.name)
+
+    def stats(self) -> dict[str, ServerStats]:
+        """Server name -> its cumulative numbers (``show stat``), for analysis; empty without a balancer."""
+        if self._socket_path() is None:
+            return {}
+        rows = parse_stat(self.api().command("show stat -1 4 -1"), BACKEND)
+        return {name: server_stats(row) for name, row in rows.items()}
+
+    def set_weight(self, instance: Instance, weight: int) -> None:
+        """The server's share of new requests against the others' (0: none, it stays in service)."""
+        if not (isinstance(weight, int) and 0 <= weight <= 256):
+            raise LoadBalancerError(f"weight of {instance.name} must be from 0 to 256, got {weight!r}")
+        self._cmd(f"set server {self._server(instance)} weight {weight}")
 
     def wait_drained(self, instance: Instance, timeout: float) -> None:
         """Until the server has no sessions or ``timeout`` passes (then remove() cuts what is left)."""
