@@ -26,25 +26,37 @@ def _env(c) -> dict:
         "KILN_STATE_DIR": str(state),
         "KILN_CATALOG": _utils("common.paths").catalog_location(c.kiln.catalog, str(state)),
         "KILN_ROOT": str(ROOT),
+        "KILN_POLICY": _policy_path(c),  # its signing section decides whether events are signed
     }
+
+
+def _policy_path(c) -> str:
+    """The promotion policy: $KILN_POLICY, else policy.yml of the inventory."""
+    return os.environ.get("KILN_POLICY") or str(ROOT / c.kiln.inventory / "policy.yml")
 
 
 def _playbook(c, name: str, extra_vars: dict | None = None, check: bool = False, follow: dict | None = None):
     """Run ``kiln.immutable.<name>`` with ``extra_vars`` (None values left out) as one JSON document.
 
-    ``follow`` maps a prefix to a progress file that the playbook appends to; its lines are shown as
-    they come. A failed run ends the task: Ansible has printed why.
+    The document goes in a file only this user can read, removed afterwards: values (build variables,
+    secrets among them) never appear on a command line, which every local user can read, or in the
+    command echoed here. ``follow`` maps a prefix to a progress file that the playbook appends to; its
+    lines are shown as they come. A failed run ends the task: Ansible has printed why.
     """
     import json
+    import tempfile
 
     extra = {k: v for k, v in (extra_vars or {}).items() if v is not None}
     cmd = ["ansible-playbook", f"kiln.immutable.{name}", "-i", str(ROOT / c.kiln.inventory)]
-    if extra:
-        cmd += ["-e", json.dumps(extra)]
     if check:
         cmd.append("--check")
-    with c.cd(str(ROOT)), _following(follow or {}):
-        result = c.run(shlex.join(cmd), env=_env(c), pty=False, warn=True)
+    with tempfile.NamedTemporaryFile("w", prefix="kiln-vars-", suffix=".json") as handle:  # mode 0600
+        if extra:
+            json.dump(extra, handle)
+            handle.flush()
+            cmd += ["-e", f"@{handle.name}"]
+        with c.cd(str(ROOT)), _following(follow or {}):
+            result = c.run(shlex.join(cmd), env=_env(c), pty=False, warn=True)
     if result.failed:
         raise Exit(f"kiln: {name} failed (see the output above)", code=1)
     return result
@@ -143,7 +155,9 @@ def _utils(name: str):
 def _catalog_call(c, fn):
     """Run ``fn(catalog)`` on the stages' catalog, turning a kiln error into a clean exit with its message."""
     try:
-        with _utils("catalog.catalog").Catalog(_env(c)["KILN_CATALOG"]) as catalog:
+        env = _env(c)
+        trust = _utils("catalog.trust").Trust.from_environment(env)  # the policy's allowed_signers
+        with _utils("catalog.catalog").Catalog(env["KILN_CATALOG"], trust=trust) as catalog:
             return fn(catalog)
     except _utils("common.errors").KilnError as exc:
         raise Exit(f"kiln: {exc}") from exc
@@ -259,8 +273,12 @@ def catalog_verify(c):
     """Check the catalog's audit trail; an edited or deleted event, or a row changed outside kiln, fails."""
     report = _catalog_call(c, lambda catalog: catalog.verify())
     if not report["ok"]:
-        raise Exit("kiln: the catalog does not verify:\n  " + "\n  ".join(report["problems"]))
-    print(f"catalog verified: {report['events']} events, head {report['head']}")
+        raise Exit(
+            f"kiln: the catalog does not verify; first: {report['problems'][0]}\n  "
+            + "\n  ".join(report["problems"])
+        )
+    signed = "every event signed" if report["signed"] else "unsigned (the policy does not turn signing on)"
+    print(f"catalog verified: {report['events']} events, head {report['head']}, {signed}")
 
 
 @task(help={"output": "the file to write (default: catalog.json; '-' for standard output)"})

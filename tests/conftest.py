@@ -3,9 +3,16 @@
 # --- Docker roll-outs (tests/rollout_fixtures.py): one set of kiln-built images per session, shared by
 # tests/integration and tests/reliability.
 import itertools
+import os
+import tempfile
 
 import pytest
 from rollout_fixtures import rollout_world  # noqa: F401
+
+# --- Roll-out locks are machine-wide (rollout/lock.py). Each test process (every xdist worker, another
+# checkout's run) takes a lock folder of its own, also for what runs at collection time, so fake groups
+# of the same name never meet; runners started by one test share its folder, as on one machine.
+os.environ["KILN_LOCK_DIR"] = tempfile.mkdtemp(prefix="kiln-test-locks-")
 
 # --- Running at once (pytest-xdist, `-n 2 --dist loadgroup` in .ci/run): the roll-out tests share one set
 # of built images and measure requests through HAProxy, so they run in one worker, one after the other;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.policy import Policy
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.trust import Trust
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -121,7 +124,11 @@ def test_the_repository_policy_refuses_with_the_rule_and_changes_nothing(env, tm
     with Catalog(env["KILN_CATALOG"]) as catalog:
         assert catalog.channels("web") == {"dev": "web/1", "staging": "web/1", "prod": "web/1"}
         last = catalog.channel_history("web", "prod")[0]
-        assert (last["principal"], last["reason"]) == ("release-tester", "release 1")
+        # the repository policy signs: who moved prod is the key's identity, not $KILN_PRINCIPAL
+        assert (last["principal"], last["reason"]) == (f"{getpass.getuser()}@local", "release 1")
+    policy = Policy.load(str(ROOT / "inventories" / "local" / "policy.yml"))
+    with Catalog(env["KILN_CATALOG"], trust=Trust.of(policy)) as catalog:
+        assert catalog.verify_channel("web", "prod")["signed"] is True
 
 
 def test_rollback_revoke_verify_and_errors_through_the_cli(env, tmp_path):
@@ -136,7 +143,10 @@ def test_rollback_revoke_verify_and_errors_through_the_cli(env, tmp_path):
     assert revoked.returncode == 0, revoked.stdout[-2000:]
     history = invoke(env, "history", "--channel", "prod")
     assert "web@prod -> web/1" in history.stdout
-    assert "fallback web/2 -> web/1  by release-tester: web/2 revoked: CVE-2026-0001" in history.stdout
+    signer = (
+        f"{getpass.getuser()}@local"  # the repository policy signs: the key's identity, not $KILN_PRINCIPAL
+    )
+    assert f"fallback web/2 -> web/1  by {signer}: web/2 revoked: CVE-2026-0001" in history.stdout
 
     assert invoke(env, "catalog-verify").returncode == 0
     unknown = invoke(env, "revoke", "--version", "web/9", "--reason", "x")

@@ -12,6 +12,6 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _private_lock_folder(tmp_path, monkeypatch):
-    """Roll-out locks are machine-wide; each unit test gets a folder of its own, so that tests of other
-    checkouts running at the same time on this machine never meet them."""
+    """A lock folder per test: the fakes simulate crashes that leave a group's lock held, as SIGKILL would
+    (tests/conftest.py gives each process one for what runs outside a test)."""
     monkeypatch.setenv("KILN_LOCK_DIR", str(tmp_path / "locks"))

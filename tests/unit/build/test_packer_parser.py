@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -135,14 +137,27 @@ def test_modern_packer(version, modern):
 
 
 def test_command_line_values():
-    args = packer.var_args({"b": True, "a": ["x", "y"], "c": 3, "d": "s p"}, ["/v/x.pkrvars.hcl"])
-    assert args == [
-        "-var-file=/v/x.pkrvars.hcl",
-        '-var=a=["x", "y"]',
-        "-var=b=true",
-        "-var=c=3",
-        "-var=d=s p",
-    ]
+    with packer.var_args({"b": True, "a": ["x", "y"], "c": 3, "d": "s p"}, ["/v/x.pkrvars.hcl"]) as args:
+        assert args == [
+            "-var-file=/v/x.pkrvars.hcl",
+            '-var=a=["x", "y"]',
+            "-var=b=true",
+            "-var=c=3",
+            "-var=d=s p",
+        ]
+
+
+def test_sensitive_values_go_to_a_private_var_file_removed_afterwards():
+    variables = {"token": "hunter2", "region": "eu-west-1", "keys": ["k1"]}
+    with packer.var_args(variables, ["/v/x.pkrvars.hcl"], sensitive=["token", "keys", "unset"]) as args:
+        assert not any("hunter2" in a or "k1" in a for a in args)
+        assert args[:2] == ["-var-file=/v/x.pkrvars.hcl", "-var=region=eu-west-1"]
+        path = args[-1].removeprefix("-var-file=")
+        assert path.endswith(".pkrvars.json")  # last: it wins over the other var files, as -var would
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
+        assert json.loads(Path(path).read_text()) == {"keys": ["k1"], "token": "hunter2"}
+    assert not os.path.exists(os.path.dirname(path))
     assert packer.filter_args(["docker.web"], []) == ["-only=docker.web"]
 
 

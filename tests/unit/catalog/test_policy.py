@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -50,9 +51,9 @@ def test_the_repository_policy_loads_and_guards_staging_and_prod():
         and policy.channels["staging"].requires_channel == "dev"
     )
     assert (
-        policy.channels["prod"].requires_channel == "staging"
-        and "*" not in policy.channels["prod"].principals
+        policy.channels["prod"].requires_channel == "staging" and "*" not in policy.channels["prod"].signers
     )
+    assert policy.signed and policy.allowed_signers == str(ROOT / "inventories" / "local" / "allowed_signers")
 
 
 def test_a_version_without_a_test_is_refused_and_nothing_changes(catalog, policy):
@@ -167,3 +168,26 @@ def test_a_wrong_policy_file_is_named_with_what_is_wrong(tmp_path, text, message
 def test_a_missing_policy_file_is_named(tmp_path):
     with pytest.raises(PolicyError, match="nowhere.yml does not exist"):
         Policy.load(str(tmp_path / "nowhere.yml"))
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        ({"approvals": 0}, "channels.prod.approvals must be a number, 1 or more"),
+        ({"signers": [1]}, "channels.prod.signers must be a list of names or patterns"),
+        ({"requires_passing_test": {"by": "ci"}}, "channels.prod.requires_passing_test takes signers"),
+    ],
+)
+def test_bad_signing_rules_are_named(rules, message):
+    with pytest.raises(PolicyError, match=re.escape(message)):
+        Policy.from_dict({"channels": {"prod": rules}}, source="p.yml")
+
+
+def test_signers_and_approvals_count_distinct_allowed_signers():
+    policy = Policy.from_dict({"channels": {"prod": {"signers": ["*@rel"], "approvals": 2}}}, source="p.yml")
+    assert policy.check_signers("web", "prod", ["a@rel", "b@rel"]) == []
+    assert policy.check_signers("web", "prod", ["a@rel", "a@rel"]) == [
+        "rule 'approvals': channel 'prod' needs 2 distinct signers, has 1 (a@rel)"
+    ]
+    assert policy.check_signers("web", "prod", ["x@else"], needed=1)[0].startswith("rule 'signers': 'x@else'")
+    assert not Policy.from_dict({"channels": {"dev": {}}}).signed

@@ -154,3 +154,17 @@ def test_an_unknown_group_is_refused(catalog, world, capsys):
     out = run_module({**base(catalog, version="web/2"), "group": "web-nope"}, capsys)
     assert out["failed"] is True and "group 'web-nope' has no instances" in out["msg"]
     assert world.mutations() == []
+
+
+def test_a_channel_row_edited_behind_the_catalog_is_refused_and_nothing_changes(catalog, world, capsys):
+    import sqlite3
+
+    conn = sqlite3.connect(catalog.path)
+    conn.execute("UPDATE channels SET version='web/3' WHERE image='web' AND channel='prod'")  # never promoted
+    conn.commit()
+    conn.close()
+    out = run_module(base(catalog, image="web", channel="prod"), capsys)
+    assert out["failed"] is True
+    assert "channel web@prod cannot be trusted" in out["msg"]
+    assert "points at web/3 but the trail says web/2" in out["msg"]
+    assert world.mutations() == []

@@ -22,10 +22,16 @@ options:
     description:
       - Values for the template's variables, applied over the defaults and the var files.
       - A name the template does not declare is refused before Packer runs.
-      - Values of variables the template marks C(sensitive) are masked in the results, the Packer command
-        kept in the log and errors, and only their keyed hash (HMAC with a secret kept per catalog)
-        reaches the catalog. Set C(no_log) on the task to
-        keep them out of Ansible's own record of the module arguments too.
+      - Values of variables the template marks C(sensitive) are masked in the results and errors, reach
+        Packer through a var file only this user can read (removed after the run), never its command
+        line, and only their keyed hash (HMAC with a secret kept per catalog) reaches the catalog.
+    type: dict
+    default: {}
+  sensitive_variables:
+    description:
+      - Values for secret variables, as O(variables) takes them, in an option marked C(no_log), so that
+        Ansible's own record of the module arguments never holds them either.
+      - A name may be set here or in O(variables), not in both.
     type: dict
     default: {}
   var_files:

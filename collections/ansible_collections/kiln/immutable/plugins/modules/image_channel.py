@@ -73,6 +73,13 @@ options:
       - Path of the promotion policy file (YAML) whose rules apply to this move.
       - When not set, the environment variable E(KILN_POLICY); when neither is set, no policy applies
         (only the catalog's own rules, such as refusing revoked versions).
+      - When the policy turns C(signing) on, the move is signed and its rules speak of signers.
+    type: path
+  signing_key:
+    description:
+      - The SSH key that signs the move when the policy turns C(signing) on, a private key file or the
+        public key of a key ssh-agent holds.
+      - Default is E(KILN_SIGNING_KEY), else C(~/.config/kiln/signing_key), else the first key of ssh-agent.
     type: path
 """
 
@@ -150,12 +157,14 @@ diff:
 
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.policy import Policy
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.signing import Signer
+from ansible_collections.kiln.immutable.plugins.module_utils.catalog.trust import Trust
 from ansible_collections.kiln.immutable.plugins.module_utils.common.module import KilnModule
 
 
 def move_channel(p: dict, check: bool) -> dict:
     policy = Policy.locate(p["policy"])
-    with Catalog(p["catalog"]) as catalog:
+    with Catalog(p["catalog"], trust=Trust.of(policy, Signer(p["signing_key"]))) as catalog:
         if p["state"] == "rollback":
             move = catalog.rollback(
                 p["image"], p["channel"], to=p["to"], reason=p["reason"], policy=policy, check=check
@@ -193,6 +202,7 @@ def main() -> None:
             to=dict(type="str"),
             reason=dict(type="str", default=""),
             policy=dict(type="path"),
+            signing_key=dict(type="path", no_log=False),
         ),
         mutually_exclusive=[("version", "from_channel"), ("to", "version"), ("to", "from_channel")],
         required_if=[

@@ -208,19 +208,26 @@ stderr:
   type: str
 """
 
-from ansible_collections.kiln.immutable.plugins.module_utils.build.flow import BuildRequest, run
+from ansible_collections.kiln.immutable.plugins.module_utils.build.flow import (
+    BuildRequest,
+    module_variables,
+    run,
+)
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 from ansible_collections.kiln.immutable.plugins.module_utils.common.files import line_appender
 from ansible_collections.kiln.immutable.plugins.module_utils.common.module import KilnModule
 
 
-def bake(p: dict, check: bool) -> dict:
+def bake(module: KilnModule) -> dict:
+    p = module.params
     if p["timeout"] < 0:
         raise KilnError(f"timeout must be 0 (no limit) or more seconds, got {p['timeout']}")
+    variables, secrets = module_variables(p["template"], p["variables"], p["sensitive_variables"])
+    module.no_log_values.update(secrets)
     request = BuildRequest(
         template=p["template"],
         image=p["image"],
-        variables=p["variables"],
+        variables=variables,
         var_files=p["var_files"],
         only=p["only"],
         except_=p["except"],
@@ -232,7 +239,7 @@ def bake(p: dict, check: bool) -> dict:
         capture_packages=p["capture_packages"],
     )
     progress = line_appender(p["progress_file"]) if p["progress_file"] else None
-    return run(request, check_mode=check, on_progress=progress)
+    return run(request, check_mode=module.check_mode, on_progress=progress)
 
 
 def main() -> None:
@@ -241,6 +248,7 @@ def main() -> None:
             template=dict(type="path", required=True),
             image=dict(type="str"),
             variables=dict(type="dict", default={}),
+            sensitive_variables=dict(type="dict", default={}, no_log=True),
             var_files=dict(type="list", elements="path", default=[]),
             only=dict(type="list", elements="str", default=[]),
             # "except" is Packer's name; Python cannot use it as an identifier, hence the dict key
@@ -254,7 +262,7 @@ def main() -> None:
         ),
         mutually_exclusive=[("only", "except")],
     )
-    module.run(lambda: bake(module.params, module.check_mode))
+    module.run(lambda: bake(module))
 
 
 if __name__ == "__main__":

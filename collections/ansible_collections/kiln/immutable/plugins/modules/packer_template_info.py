@@ -143,8 +143,22 @@ packer_version:
   type: str
 """
 
-from ansible_collections.kiln.immutable.plugins.module_utils.build.flow import template_info
+from ansible_collections.kiln.immutable.plugins.module_utils.build.flow import module_variables, template_info
 from ansible_collections.kiln.immutable.plugins.module_utils.common.module import KilnModule
+
+
+def describe(module: KilnModule) -> dict:
+    p = module.params
+    variables, secrets = module_variables(p["template"], p["variables"], p["sensitive_variables"])
+    module.no_log_values.update(secrets)
+    info = template_info(
+        p["template"],
+        variables,
+        p["var_files"],
+        validate_with_packer=p["validate"],
+        packer_path=p["packer_path"],
+    )
+    return {"changed": False, **info}
 
 
 def main() -> None:
@@ -152,25 +166,14 @@ def main() -> None:
         argument_spec=dict(
             template=dict(type="path", required=True),
             variables=dict(type="dict", default={}),
+            sensitive_variables=dict(type="dict", default={}, no_log=True),
             var_files=dict(type="list", elements="path", default=[]),
             packer_path=dict(type="path"),
             validate=dict(type="bool", default=False),
         ),
         catalog=False,
     )
-    p = module.params
-    module.run(
-        lambda: {
-            "changed": False,
-            **template_info(
-                p["template"],
-                p["variables"],
-                p["var_files"],
-                validate_with_packer=p["validate"],
-                packer_path=p["packer_path"],
-            ),
-        }
-    )
+    module.run(lambda: describe(module))
 
 
 if __name__ == "__main__":

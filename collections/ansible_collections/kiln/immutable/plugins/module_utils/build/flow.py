@@ -11,6 +11,7 @@ build and no image tag of it.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import shutil
@@ -18,7 +19,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +94,28 @@ class Plan:
             for name, var in self.template.variables.items()
             if var.sensitive and self.variables.get(name) not in (None, "")
         ]
+
+
+def module_variables(template: str, variables: dict, sensitive_variables: dict) -> tuple[dict, set[str]]:
+    """What a module passes on as ``variables``, and the values its result and log must mask.
+
+    Masked: every value of ``sensitive_variables`` (a ``no_log`` option) and the values given in
+    ``variables`` to variables the template declares ``sensitive``.
+    """
+    both = sorted(set(variables) & set(sensitive_variables))
+    if both:
+        raise BuildError(
+            f"variables and sensitive_variables both set {', '.join(repr(n) for n in both)}: set each once",
+            variables=both,
+        )
+    try:
+        declared = template_mod.load(template).variables
+    except KilnError:
+        declared = {}  # the run reports the template's error; nothing declared sensitive to mask yet
+    secret = {n for n in variables if n in declared and declared[n].sensitive}
+    values = {packer.cli_value(variables[n]) for n in secret}
+    values |= {packer.cli_value(v) for v in sensitive_variables.values()}
+    return {**variables, **sensitive_variables}, {v for v in values if v}
 
 
 def plan(request: BuildRequest, catalog: Catalog) -> Plan:
@@ -227,10 +250,10 @@ def up_to_date(p: Plan) -> Outcome:
 
 def validate(p: Plan, name: str) -> None:
     """``packer validate`` with the version name the build would get (check mode)."""
-    with staged(p) as target:
+    with staged(p) as target, _packer_args(p, name) as args:
         log = os.path.join(state_dir(), "logs", f"{p.image}-validate.log")
         packer.run_packer(
-            ["validate", *_packer_args(p, name), target],
+            ["validate", *args, target],
             info=p.packer,
             cwd=p.template.path,
             log_path=log,
@@ -254,12 +277,12 @@ def build(
     log_path = os.path.join(state_dir(), "logs", f"{p.image}-{name}-{time.strftime('%Y%m%dT%H%M%S')}.log")
     result: packer.RunResult | None = None
     try:
-        with staged(p) as target:
+        with staged(p) as target, _packer_args(p, name) as var_args:
             if p.packer.modern and p.template.required_plugins:
                 packer.run_packer(
                     ["init", target], info=p.packer, cwd=p.template.path, log_path=log_path, timeout_s=600
                 )
-            args = ["build", "-machine-readable", f"-on-error={p.request.on_error}", *_packer_args(p, name)]
+            args = ["build", "-machine-readable", f"-on-error={p.request.on_error}", *var_args]
             try:
                 with leftovers.BuildRecord(p.image, name, log_path) as record:
                     result = packer.run_packer(
@@ -328,14 +351,17 @@ def build(
     )
 
 
-def _packer_args(p: Plan, name: str) -> list[str]:
+@contextlib.contextmanager
+def _packer_args(p: Plan, name: str) -> Iterator[list[str]]:
     explicit = dict(p.request.variables)
     if VERSION_VARIABLE in p.template.variables:
         explicit[VERSION_VARIABLE] = name
     var_files = [os.path.abspath(f) for f in p.request.var_files]
     every = buildable_sources(p.template)
     only = p.sources if p.sources and p.sources != every else []
-    return [*packer.var_args(explicit, var_files), *packer.filter_args(only)]
+    sensitive = [n for n, var in p.template.variables.items() if var.sensitive]
+    with packer.var_args(explicit, var_files, sensitive) as args:
+        yield [*args, *packer.filter_args(only)]
 
 
 # ------------------------------------------------------------------------------------------------ staging

@@ -11,6 +11,7 @@ and passes SIGINT/SIGTERM on so Packer can clean up after itself.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -19,13 +20,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..common.errors import KilnError
+from ..common.files import private_dirs
 from ..common.paths import state_dir
 from .leftovers import BuildRecord
 
@@ -103,7 +106,7 @@ def packer_info(path: str | None = None) -> PackerInfo:
         pass
     info = _packer_info(exe, stat.st_mtime_ns)
     try:
-        os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+        private_dirs(os.path.dirname(cache_file))
         tmp = f"{cache_file}.{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump({key: info.version}, handle)
@@ -295,7 +298,7 @@ def run_packer(
     """
     cmd = [info.path, *args]
     shown = _display_cmd(cmd, secrets)
-    os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
+    private_dirs(os.path.dirname(log_path) or ".")
     stream = BuildStream()
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     stderr_lines: deque[str] = deque(maxlen=200)
@@ -498,12 +501,32 @@ def _restore_signals(previous: dict) -> None:
 # ---------------------------------------------------------------------------------------------- commands
 
 
-def var_args(variables: dict, var_files: Iterable[str] = ()) -> list[str]:
-    """``-var-file`` and ``-var`` arguments; values as Packer reads them on its command line."""
+@contextlib.contextmanager
+def var_args(
+    variables: dict, var_files: Iterable[str] = (), sensitive: Iterable[str] = ()
+) -> Iterator[list[str]]:
+    """``-var-file`` and ``-var`` arguments while the block runs; values as Packer reads them.
+
+    Every local user can read a command line (``ps``, ``/proc/*/cmdline``), so the values of the
+    ``sensitive`` variables never go there: they go to a var file only this user can read, in a
+    private folder outside the state folder, removed when the block ends. It comes after the other
+    var files, so it takes precedence over them as ``-var`` would.
+    """
+    hidden = set(sensitive) & set(variables)
     args = [f"-var-file={path}" for path in var_files]
-    for name in sorted(variables):
-        args.append(f"-var={name}={cli_value(variables[name])}")
-    return args
+    args += [f"-var={name}={cli_value(variables[name])}" for name in sorted(set(variables) - hidden)]
+    if not hidden:
+        yield args
+        return
+    folder = tempfile.mkdtemp(prefix="kiln-vars-")  # mode 0700
+    try:
+        path = os.path.join(folder, "sensitive.pkrvars.json")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump({name: variables[name] for name in sorted(hidden)}, handle)
+        yield [*args, f"-var-file={path}"]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def cli_value(value) -> str:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..common.errors import KilnError
+from ..common.files import private_dirs
 from ..common.paths import state_dir
 
 _MISSING = object()
@@ -114,7 +115,7 @@ def read_file(path: str) -> HclFile:
     if holds_secret(parsed.doc):
         return parsed
     try:
-        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        private_dirs(os.path.dirname(cache))
         tmp = f"{cache}.{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(

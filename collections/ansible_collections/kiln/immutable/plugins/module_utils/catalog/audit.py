@@ -32,12 +32,25 @@ def append_event(tx: CatalogTx, action: str, subject: str, payload: dict) -> Non
     head = tx.event_head()
     event_id, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
     at = model.iso(model.now())
-    who = principal()
+    if tx.trust is None:
+        who = principal()
+    else:  # signed over the event and the previous hash; kept in the payload, so chained too
+        signature = tx.trust.sign_event(payload, event_id, at, action, subject, prev)
+        who, payload = signature.signer, {**payload, "signature": signature.to_dict()}
     body = canonical(payload)
     digest = event_hash(event_id, at, who, action, subject, body, prev)
     tx.insert_event((event_id, at, who, action, subject, body, prev, digest))
-    # The head is kept apart from the chain so that deleting the newest events shows too.
-    tx.set_meta("head", f"{event_id}:{digest}")
+    # The head is kept apart from the chain so that deleting the newest events shows too; signed,
+    # so that neither dropping the newest events nor rewriting the whole trail goes unseen.
+    head = f"{event_id}:{digest}"
+    tx.set_meta("head", head)
+    if tx.trust is not None:
+        tx.set_meta("head_signature", canonical(tx.trust.sign_head(head, at)))
+
+
+def acting(tx: CatalogTx) -> str:
+    """Who acts in ``tx``: with signing on, the allowed_signers identity of the key; else the principal."""
+    return tx.trust.identity() if tx.trust is not None else principal()
 
 
 def event_dict(row: tuple) -> dict:

@@ -4,9 +4,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from . import model, versions
+from . import model, trust, versions
 from .audit import append_event
 from .errors import CatalogError
 from .model import ChannelMove, Version, check_ident, split_ref
@@ -63,6 +64,13 @@ def promote(
     _enforce_policy(tx, policy, target, channel, who)
     current = _current(tx, img, channel)
     move = ChannelMove(img, channel, current, target.ref, "promote", current != target.ref, reason, who)
+    if move.changed and tx.trust is not None and policy is not None:
+        counted = trust.approvals(tx, policy, img, channel, target.ref, who)
+        if counted is None:  # recorded as one approval; the channel waits for more signers
+            if not check:
+                append_event(tx, "approve", f"{img}@{channel}", {"version": target.ref, "reason": reason})
+            return dataclasses.replace(move, after=current, action="approve")
+        move.approvals = counted
     if move.changed and not check:
         record_move(tx, move, back=tx.current_entry(img, channel))
     return move
@@ -74,6 +82,7 @@ def rollback(
     entry = tx.current_entry(image, channel)
     if entry is None:
         raise CatalogError(f"unknown channel {channel!r} of image {image!r}" + known(tx, image))
+    trust.verify_channel(tx, image, channel)
     current = _current(tx, image, channel)
     skipped: list[str] = []
     if to:
@@ -96,6 +105,9 @@ def rollback(
             )
     if policy is not None:
         failures = policy.check_principal(image, channel, who)
+        if tx.trust is not None:
+            failures += policy.check_signers(image, channel, [who], needed=1)
+            failures += trust.signed_before(tx, image, channel, target_entry[1])
         if failures:
             raise PolicyRefused(
                 f"rollback of channel {channel!r} refused: {'; '.join(failures)}", rules=failures
@@ -146,7 +158,8 @@ def record_move(tx: CatalogTx, move: ChannelMove, back: Any) -> None:
         tx,
         move.action,
         f"{move.image}@{move.channel}",
-        {"from": move.before, "to": move.after, "reason": move.reason},
+        {"from": move.before, "to": move.after, "reason": move.reason}
+        | ({"approvals": move.approvals} if move.approvals else {}),
     )
 
 
@@ -164,6 +177,9 @@ def _enforce_policy(tx: CatalogTx, policy: Any, version: Version, channel: str, 
         return
     seen = tx.channels_seen(version.image, version.ref)
     failures = policy.check_promote(version, channel, who, channels_seen=seen)
+    if tx.trust is not None:
+        failures += policy.check_signers(version.image, channel, [who], needed=1)
+        failures += trust.signed_test(tx, version, channel)
     if failures:
         raise PolicyRefused(
             f"promotion of {version.ref} to channel {channel!r} refused: {'; '.join(failures)}",

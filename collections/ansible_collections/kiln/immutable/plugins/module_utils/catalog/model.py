@@ -151,6 +151,7 @@ class ChannelMove:
     reason: str = ""
     principal: str = ""
     skipped: list = field(default_factory=list)  # revoked versions a rollback stepped over
+    approvals: list = field(default_factory=list)  # ids of the approve events the move counts
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

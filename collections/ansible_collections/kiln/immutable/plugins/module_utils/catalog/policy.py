@@ -17,6 +17,18 @@ The policy is a YAML file kept in the repository (``inventories/local/policy.yml
       lb:
         channels: {prod: {principals: ["*"]}}
 
+With ``signing`` on, every catalog event is signed and the rules speak of signers, the identities of
+``allowed_signers`` (see :mod:`.signing`); the environment then grants nothing::
+
+    signing:
+      allowed_signers: allowed_signers      # beside this file unless absolute
+    channels:
+      prod:
+        signers: ["release-*@example.com"]  # whose signed move counts
+        approvals: 2                        # distinct signers before the move takes effect
+        requires_passing_test:
+          signers: [ci@example.com]         # the passing test result was signed by CI
+
 Channels missing from the policy are refused, so a typo ("prdo") never creates a channel.
 Every check returns the list of rules that failed; an empty list means the move is allowed.
 """
@@ -24,12 +36,21 @@ Every check returns the list of rules that failed; an empty list means the move 
 from __future__ import annotations
 
 import fnmatch
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import CatalogError
 
-_RULE_KEYS = {"principals", "requires_passing_test", "requires_channel", "description"}
+_RULE_KEYS = {
+    "principals",
+    "signers",
+    "approvals",
+    "requires_passing_test",
+    "requires_channel",
+    "description",
+}
+_SIGNING_KEYS = {"allowed_signers"}
 
 
 class PolicyError(CatalogError):
@@ -45,6 +66,9 @@ class ChannelRule:
     principals: list[str] = field(default_factory=lambda: ["*"])
     requires_passing_test: bool = False
     requires_channel: str | None = None
+    signers: list[str] = field(default_factory=lambda: ["*"])
+    approvals: int = 1
+    test_signers: list[str] | None = None  # requires_passing_test: {signers: [...]}
 
 
 @dataclass
@@ -52,6 +76,11 @@ class Policy:
     channels: dict[str, ChannelRule]
     images: dict[str, dict[str, ChannelRule]] = field(default_factory=dict)
     source: str = "<policy>"
+    allowed_signers: str | None = None  # the allowed_signers file when signing is on
+
+    @property
+    def signed(self) -> bool:
+        return self.allowed_signers is not None
 
     @classmethod
     def load(cls, path: str) -> Policy:
@@ -80,7 +109,7 @@ class Policy:
     def from_dict(cls, data: Any, source: str = "<policy>") -> Policy:
         if not isinstance(data, dict) or not isinstance(data.get("channels"), dict):
             raise PolicyError(f"promotion policy {source}: needs a 'channels' mapping at the top")
-        unknown = set(data) - {"channels", "images"}
+        unknown = set(data) - {"channels", "images", "signing"}
         if unknown:
             raise PolicyError(
                 f"promotion policy {source}: unknown top-level key(s) {', '.join(sorted(unknown))}"
@@ -91,7 +120,7 @@ class Policy:
             if not isinstance(spec, dict) or not isinstance(spec.get("channels"), dict):
                 raise PolicyError(f"promotion policy {source}: images.{image} needs a 'channels' mapping")
             images[image] = _channel_rules(spec["channels"], source, f"images.{image}.channels")
-        return cls(channels=channels, images=images, source=source)
+        return cls(channels=channels, images=images, source=source, allowed_signers=_signing(data, source))
 
     def rules_for(self, image: str) -> dict[str, ChannelRule]:
         return self.images.get(image, self.channels)
@@ -134,6 +163,27 @@ class Policy:
             )
         return failures
 
+    def check_signers(
+        self, image: str, channel: str, signers: list[str], needed: int | None = None
+    ) -> list[str]:
+        """The rules ``signers`` and ``approvals``: enough distinct allowed signers signed the move.
+
+        ``needed`` is the rule's ``approvals`` unless given (a rollback needs one signer).
+        """
+        rule = self.rule(image, channel)
+        needed = rule.approvals if needed is None else needed
+        allowed = sorted({s for s in signers if any(fnmatch.fnmatchcase(s, p) for p in rule.signers)})
+        failures = [
+            f"rule 'signers': {s!r} may not move channel {channel!r} (allowed: {', '.join(rule.signers)})"
+            for s in sorted(set(signers) - set(allowed))
+        ]
+        if len(allowed) < needed:
+            failures.append(
+                f"rule 'approvals': channel {channel!r} needs {needed} distinct signers, has "
+                f"{len(allowed)} ({', '.join(allowed) or 'none'})"
+            )
+        return failures
+
     def to_dict(self) -> dict:
         def dump(rules: dict[str, ChannelRule]) -> dict:
             return {name: vars(rule).copy() for name, rule in rules.items()}
@@ -141,7 +191,30 @@ class Policy:
         return {
             "channels": dump(self.channels),
             "images": {k: {"channels": dump(v)} for k, v in self.images.items()},
+            "allowed_signers": self.allowed_signers,
         }
+
+
+def _signing(data: dict, source: str) -> str | None:
+    spec = data.get("signing")
+    if spec is None or spec is False:
+        return None
+    if spec is True:
+        spec = {}
+    if not isinstance(spec, dict) or set(spec) - _SIGNING_KEYS:
+        raise PolicyError(
+            f"promotion policy {source}: signing must be a mapping with {', '.join(sorted(_SIGNING_KEYS))}"
+        )
+    path = os.path.expanduser(str(spec.get("allowed_signers") or "allowed_signers"))
+    return path if os.path.isabs(path) else os.path.join(os.path.dirname(os.path.abspath(source)), path)
+
+
+def _patterns(value: Any, source: str, where: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise PolicyError(f"promotion policy {source}: {where} must be a list of names or patterns")
+    return value
 
 
 def _channel_rules(spec: dict, source: str, where: str) -> dict[str, ChannelRule]:
@@ -156,15 +229,29 @@ def _channel_rules(spec: dict, source: str, where: str) -> dict[str, ChannelRule
                 f"promotion policy {source}: {where}.{name} has unknown rule(s) {', '.join(sorted(unknown))} "
                 f"(known: {', '.join(sorted(_RULE_KEYS))})"
             )
-        principals = body.get("principals", ["*"])
-        if isinstance(principals, str):
-            principals = [principals]
-        if not isinstance(principals, list) or not all(isinstance(p, str) for p in principals):
-            raise PolicyError(f"promotion policy {source}: {where}.{name}.principals must be a list of names")
+        approvals = body.get("approvals", 1)
+        if isinstance(approvals, bool) or not isinstance(approvals, int) or approvals < 1:
+            raise PolicyError(
+                f"promotion policy {source}: {where}.{name}.approvals must be a number, 1 or more"
+            )
+        tested = body.get("requires_passing_test", False)
+        if isinstance(tested, dict):
+            if set(tested) - {"signers"}:
+                raise PolicyError(
+                    f"promotion policy {source}: {where}.{name}.requires_passing_test takes signers"
+                )
+            test_signers = _patterns(
+                tested.get("signers", ["*"]), source, f"{where}.{name}.requires_passing_test"
+            )
+        else:
+            test_signers = None
         rules[str(name)] = ChannelRule(
-            principals=principals,
-            requires_passing_test=bool(body.get("requires_passing_test", False)),
+            principals=_patterns(body.get("principals", ["*"]), source, f"{where}.{name}.principals"),
+            requires_passing_test=bool(tested),
             requires_channel=body.get("requires_channel"),
+            signers=_patterns(body.get("signers", ["*"]), source, f"{where}.{name}.signers"),
+            approvals=approvals,
+            test_signers=test_signers,
         )
     for name, rule in rules.items():
         if rule.requires_channel is not None and rule.requires_channel not in rules:

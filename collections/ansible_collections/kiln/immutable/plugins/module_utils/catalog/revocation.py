@@ -8,9 +8,8 @@ import json
 from typing import Any
 
 from . import channels, model, versions
-from .audit import append_event
+from .audit import acting, append_event
 from .model import ACTIVE, REVOKED, ChannelMove, Version, canonical, split_ref
-from .principal import principal
 from .store.base import CatalogTx
 
 
@@ -23,7 +22,7 @@ def revoke(
     if version.revoked:
         out["changed"] = False
         return out
-    wanted = {"reason": reason, "by": principal(), "fallback": fallback}
+    wanted = {"reason": reason, "by": acting(tx), "fallback": fallback}
     if scheduled:
         at = model.iso(when)
         same = version.revocation and version.revocation.get("at") == at
@@ -70,7 +69,7 @@ def apply_due(tx: CatalogTx) -> None:
             version,
             {
                 "reason": planned.get("reason", "scheduled"),
-                "by": planned.get("by", principal()),
+                "by": planned.get("by") or acting(tx),
                 "at": planned.get("at"),
             },
             planned.get("fallback", True),

@@ -27,6 +27,8 @@ def export(tx: CatalogTx) -> dict:
     for table, columns, _order in TABLES:
         doc[table] = [_export_row(table, dict(zip(columns, row, strict=True))) for row in tx.dump(table)]
     doc["head"] = tx.meta("head")
+    if tx.meta("head_signature"):  # a signed catalog: its head's signature travels with it
+        doc["head_signature"] = json.loads(tx.meta("head_signature"))
     return doc
 
 
@@ -46,6 +48,8 @@ def import_(tx: CatalogTx, doc: dict, location: str) -> dict:
     tx.loaded()
     if doc.get("head"):
         tx.set_meta("head", doc["head"])
+    if doc.get("head_signature"):
+        tx.set_meta("head_signature", canonical(doc["head_signature"]))
     report = verify(tx)
     if not report["ok"]:
         raise CatalogError(

@@ -8,10 +8,9 @@ import dataclasses
 import json
 
 from . import model
-from .audit import append_event
+from .audit import acting, append_event
 from .errors import CatalogError
 from .model import ACTIVE, REVOKED, Version, canonical, check_ident, sha256, split_ref
-from .principal import principal
 from .store.base import CatalogTx
 
 # Fields that live in columns or in their own tables, not in the stored JSON document.
@@ -36,7 +35,7 @@ def register(tx: CatalogTx, version: Version) -> Version:
         image=image,
         name=name,
         created_at=version.created_at or model.iso(now),
-        created_by=version.created_by or principal(),
+        created_by=version.created_by or acting(tx),
         status=ACTIVE,
         tests=[],
         revocation=None,
@@ -61,7 +60,7 @@ def record_test(
         "duration_s": duration_s,
         "log_path": log_path,
         "details": details,
-        "principal": principal(),
+        "principal": acting(tx),
         "at": model.iso(model.now()),
     }
     require(tx, img, name)

@@ -13,10 +13,27 @@ from collections.abc import Callable
 from typing import Any
 
 
+def private_dirs(path: str) -> None:
+    """``os.makedirs(path, exist_ok=True)`` where every folder it creates is its owner's only (mode 0700).
+
+    The state folder holds logs, journals and the catalog: nobody else's to read.
+    """
+    missing = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # a concurrent writer made it first
+            os.mkdir(folder, 0o700)
+
+
 def write_json_atomic(path: str, doc: Any) -> None:
     """Write ``doc`` so a reader (or a re-run after SIGKILL) sees the old file or the new one, never half."""
     folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
+    private_dirs(folder)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
         with os.fdopen(fd, "w") as handle:
@@ -45,3 +62,16 @@ def line_appender(path: str) -> Callable[[str], None]:
             handle.write(text.rstrip("\n") + "\n")
 
     return append
+
+
+def private_file(path: str) -> None:
+    """Make ``path`` readable by its owner only (mode 0600), creating it empty when missing.
+
+    A file someone else owns, or on a read-only file system, is left as it is: the caller's own
+    access then decides what happens.
+    """
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    with contextlib.suppress(OSError):
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o600)

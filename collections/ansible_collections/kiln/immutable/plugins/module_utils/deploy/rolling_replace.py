@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from ..catalog.catalog import Catalog, CatalogError
-from ..common.files import line_appender
+from ..common.files import line_appender, private_dirs
 from ..observe import report
 from ..rollout.engine import Rollout
 from ..rollout.health import HealthCheck, Prober, probe_once
@@ -55,6 +55,7 @@ class ProgressLog:
 
     def __init__(self, path: str):
         self.path = path
+        private_dirs(os.path.dirname(path))
         self._append = line_appender(path)
 
     def __call__(self, event: dict[str, Any]) -> None:

@@ -334,7 +334,14 @@ def check_group(
         )
         if strict:
             raise KilnError(problem)
-    wanted = catalog.channel_version(target.image, target.channel) if problem is None else None
+    wanted = None
+    if problem is None:
+        try:  # the catalog refuses a channel it cannot vouch for (an edited row, a bad signature)
+            wanted = catalog.channel_version(target.image, target.channel)
+        except KilnError as exc:
+            if strict:
+                raise
+            problem = f"group '{target.group}': {exc.msg}"
     expected = wanted.ref if wanted is not None else None
     result = GroupDrift(target.group, target.image, target.channel, expected, problem)
     versions: dict[str, Any] = {}

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..common.errors import KilnError
+from ..common.files import private_dirs
 from ..common.paths import state_dir
 
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f", "#ff9da7"]
@@ -653,7 +654,7 @@ def write_html(result: str | dict[str, Any], out: str | None = None, load: Any =
         out = os.path.splitext(source)[0] + ".html"
     page = render_html(doc, load)
     folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
+    private_dirs(folder)
     tmp = f"{out}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(page)

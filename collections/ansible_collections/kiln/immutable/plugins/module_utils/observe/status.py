@@ -92,6 +92,10 @@ def collect(
         for channel, ref in catalog.channels(image).items():
             last = catalog.channel_history(image, channel, limit=1)
             move = last[0] if last else {}
+            try:
+                trust = {"signed": catalog.verify_channel(image, channel)["signed"], "problem": None}
+            except KilnError as exc:  # shown, not acted on: an edited row or a bad signature
+                trust = {"signed": None, "problem": exc.msg}
             doc["channels"].append(
                 {
                     "image": image,
@@ -100,6 +104,7 @@ def collect(
                     "since": move.get("at"),
                     "action": move.get("action"),
                     "by": move.get("principal"),
+                    **trust,
                 }
             )
     for group in report.groups:
@@ -175,11 +180,15 @@ def render(doc: dict[str, Any], width: int = WIDTH) -> str:
                 [f"{ch['image']}@{ch['channel']}", ch["version"] or "(none)", _when(ch["since"], now), how]
             )
         lines += [""] + _fit(rows, width)
+        for ch in doc["channels"]:
+            if ch.get("problem"):
+                lines += textwrap.wrap(ch["problem"], width, initial_indent="  ! ", subsequent_indent="    ")
     for group in doc["groups"]:
         wants = group["expected"] or "no version"
         verdict = "DRIFT" if group["drifted"] else "in sync"
         if group.get("problem"):
-            verdict = f"no such channel{'; DRIFT' if group['drifted'] else ''}"
+            trouble = "no such channel" if "does not exist" in group["problem"] else "channel not trusted"
+            verdict = f"{trouble}{'; DRIFT' if group['drifted'] else ''}"
         lines += [
             "",
             f"GROUP {group['group']}: follows {group['image']}@{group['channel']} = {wants}; {verdict}",

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from ..common.errors import KilnError
+from ..common.files import private_dirs
 
 DEFAULT_SCENARIO = "image"
 DEFAULT_TIMEOUT_S = 900.0
@@ -354,8 +355,8 @@ def run_image_test(
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     logs = os.path.join(state_dir, "logs")
     workdir = os.path.join(state_dir, "tests", run_id)
-    os.makedirs(logs, exist_ok=True)
-    os.makedirs(workdir, exist_ok=True)
+    private_dirs(logs)
+    private_dirs(workdir)
     log_path = os.path.join(logs, f"test-{image_name}-{name}-{scenario}-{stamp}.log")
 
     started = time.monotonic()

@@ -44,6 +44,8 @@ TABLE_COLUMNS = {table: columns for table, columns, _order in TABLES}
 class CatalogTx:
     """One transaction over the catalog's tables. Subclasses provide ``_one``, ``_all`` and ``_run``."""
 
+    trust: Any = None  # what signs the events this transaction appends (see ..trust); None: unsigned
+
     def _one(self, sql: str, params: Sequence = ()) -> tuple | None:
         raise NotImplementedError
 

@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ...common.files import private_dirs, private_file
 from ..errors import CatalogBusy, CatalogError
 from .base import CatalogTx, Store
 from .migrations import ensure_schema
@@ -54,10 +55,11 @@ class SqliteStore(Store):
         self.busy_timeout_s = busy_timeout_s
         parent = os.path.dirname(self.path)
         try:
-            os.makedirs(parent, exist_ok=True)
+            private_dirs(parent)
         except OSError as exc:
             raise CatalogError(f"cannot create the folder for catalog {self.path}: {exc}") from exc
         with self._guard("open"):
+            private_file(self.path)  # before SQLite opens it: its -wal and -shm files copy its mode
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so the write lock is explicit.
             self._conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
