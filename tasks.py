@@ -7,7 +7,6 @@ Defaults live in ``ns.configure`` below (or an ``invoke.yaml``); command-line fl
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import shlex
 from pathlib import Path
@@ -31,33 +30,84 @@ def _env(c) -> dict:
     }
 
 
-def _playbook(
-    c,
-    name: str,
-    extra_vars: dict | None = None,
-    check: bool = False,
-    warn: bool = False,
-    env: dict | None = None,
-):
-    """Run ``kiln.immutable.<name>`` with ``extra_vars`` passed as one JSON document.
+def _policy_path(c) -> str:
+    """The promotion policy: $KILN_POLICY, else policy.yml of the inventory."""
+    return os.environ.get("KILN_POLICY") or str(ROOT / c.kiln.inventory / "policy.yml")
+
+
+def _playbook(c, name: str, extra_vars: dict | None = None, check: bool = False, follow: dict | None = None):
+    """Run ``kiln.immutable.<name>`` with ``extra_vars`` (None values left out) as one JSON document.
 
     The document goes in a file only this user can read, removed afterwards: values (build variables,
     secrets among them) never appear on a command line, which every local user can read, or in the
-    command echoed here.
+    command echoed here. ``follow`` maps a prefix to a progress file that the playbook appends to; its
+    lines are shown as they come. A failed run ends the task: Ansible has printed why.
     """
     import json
     import tempfile
 
+    extra = {k: v for k, v in (extra_vars or {}).items() if v is not None}
     cmd = ["ansible-playbook", f"kiln.immutable.{name}", "-i", str(ROOT / c.kiln.inventory)]
     if check:
         cmd.append("--check")
     with tempfile.NamedTemporaryFile("w", prefix="kiln-vars-", suffix=".json") as handle:  # mode 0600
-        if extra_vars:
-            json.dump(extra_vars, handle)
+        if extra:
+            json.dump(extra, handle)
             handle.flush()
             cmd += ["-e", f"@{handle.name}"]
-        with c.cd(str(ROOT)):
-            return c.run(shlex.join(cmd), env={**_env(c), **(env or {})}, pty=False, warn=warn)
+        with c.cd(str(ROOT)), _following(follow or {}):
+            result = c.run(shlex.join(cmd), env=_env(c), pty=False, warn=True)
+    if result.failed:
+        raise Exit(f"kiln: {name} failed (see the output above)", code=1)
+    return result
+
+
+@contextlib.contextmanager
+def _following(files: dict):
+    """Show the lines appended to each file of ``files`` (prefix -> path) while the block runs."""
+    import threading
+    import time
+
+    offsets = {path: (Path(path).stat().st_size if Path(path).exists() else 0) for path in files.values()}
+    stop = threading.Event()
+
+    def follow() -> None:
+        while True:
+            done = stop.is_set()
+            for prefix, path in files.items():
+                if Path(path).exists() and Path(path).stat().st_size > offsets[path]:
+                    with open(path, encoding="utf-8", errors="replace") as handle:
+                        handle.seek(offsets[path])
+                        chunk = handle.read()
+                        offsets[path] = handle.tell()
+                    for line in chunk.splitlines():
+                        print(f"{prefix}{line}", flush=True)
+            if done:
+                return
+            time.sleep(0.2)
+
+    reader = threading.Thread(target=follow, daemon=True)
+    if files:
+        reader.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if reader.is_alive():
+            reader.join(timeout=5)
+
+
+@contextlib.contextmanager
+def _progress_file():
+    """A scratch file the build appends Packer's progress to (the packer_build option progress_file)."""
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="kiln-build-", suffix=".progress")
+    os.close(fd)
+    try:
+        yield path
+    finally:
+        os.unlink(path)
 
 
 def _parse_vars(pairs) -> dict:
@@ -80,86 +130,37 @@ def _parse_vars(pairs) -> dict:
 )
 def build(c, image=None, force=False, var=None):
     """Bake a golden image with Packer and record it in the catalog (skipped when nothing changed)."""
-    extra = {"kiln_image": image or c.kiln.image, "kiln_force": force}
-    if var:
-        extra["kiln_variables"] = _parse_vars(var)
-    with _build_progress() as progress:
-        result = _playbook(c, "build", extra, warn=True, env={"KILN_BUILD_PROGRESS": progress})
-    if result.failed:
-        raise Exit(f"kiln: the build of {extra['kiln_image']} failed (see the task output above)", code=1)
-
-
-@contextlib.contextmanager
-def _build_progress():
-    """A file the build module appends Packer's progress to; shown here while the playbook runs."""
-    import sys
-    import tempfile
-    import threading
-
-    fd, path = tempfile.mkstemp(prefix="kiln-build-", suffix=".progress")
-    os.close(fd)
-    done = threading.Event()
-
-    def follow() -> None:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            while True:
-                line = handle.readline()
-                if line:
-                    sys.stdout.write(f"  packer | {line}")
-                    sys.stdout.flush()
-                elif done.is_set():
-                    return
-                else:
-                    done.wait(0.2)
-
-    reader = threading.Thread(target=follow, daemon=True)
-    reader.start()
-    try:
-        yield path
-    finally:
-        done.set()
-        reader.join(timeout=5)
-        os.unlink(path)
+    extra = {
+        "kiln_image": image or c.kiln.image,
+        "kiln_force": force,
+        "kiln_variables": _parse_vars(var) if var else None,
+    }
+    with _progress_file() as progress:
+        _playbook(c, "build", {**extra, "kiln_progress_file": progress}, follow={"  packer | ": progress})
 
 
 # --- catalog: promote, revoke, diff, prune, history, verify, export/import ---------------------------
 
 
-def _catalog(c):
-    """The catalog the stages use, opened in-process for the read-only and file tasks."""
+def _utils(name: str):
+    """A module of the collection's module_utils, imported in-process."""
+    import importlib
     import sys
 
     if str(ROOT / "collections") not in sys.path:
         sys.path.insert(0, str(ROOT / "collections"))
-    from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
-    from ansible_collections.kiln.immutable.plugins.module_utils.catalog.trust import Trust
-    from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
-
-    env = _env(c)
-    try:
-        return Catalog(env["KILN_CATALOG"], trust=Trust.from_environment(env))
-    except KilnError as exc:  # the catalog, the policy or its allowed_signers file
-        raise Exit(f"kiln: {exc}") from exc
+    return importlib.import_module(f"ansible_collections.kiln.immutable.plugins.module_utils.{name}")
 
 
 def _catalog_call(c, fn):
-    """Run ``fn(catalog)``, turning a catalog error into a clean exit with its message."""
-    catalog = _catalog(c)
-    from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
-
+    """Run ``fn(catalog)`` on the stages' catalog, turning a kiln error into a clean exit with its message."""
     try:
-        return fn(catalog)
-    except KilnError as exc:
+        env = _env(c)
+        trust = _utils("catalog.trust").Trust.from_environment(env)  # the policy's allowed_signers
+        with _utils("catalog.catalog").Catalog(env["KILN_CATALOG"], trust=trust) as catalog:
+            return fn(catalog)
+    except _utils("common.errors").KilnError as exc:
         raise Exit(f"kiln: {exc}") from exc
-    finally:
-        catalog.close()
-
-
-def _run_playbook(c, name: str, extra: dict, check: bool = False) -> None:
-    """Run a catalog playbook; a refusal ends the task with Ansible's message already printed."""
-    result = _playbook(c, name, {k: v for k, v in extra.items() if v is not None}, check=check, warn=True)
-    if result.failed:
-        raise Exit(f"kiln: {name} failed (see the task output above)", code=result.exited or 1)
 
 
 @task(
@@ -185,7 +186,7 @@ def promote(c, version=None, channel=None, to=None, from_=None, image=None, reas
         "kiln_image": (image or c.kiln.image) if from_ else image,
         "kiln_reason": reason,
     }
-    _run_playbook(c, "promote", extra, check=check)
+    _playbook(c, "promote", extra, check=check)
 
 
 @task(
@@ -208,7 +209,7 @@ def revoke(c, version, reason=None, at=None, no_fallback=False, restore=False):
         "kiln_fallback": not no_fallback,
         "kiln_restore": restore,
     }
-    _run_playbook(c, "revoke", extra)
+    _playbook(c, "revoke", extra)
 
 
 @task(
@@ -220,8 +221,7 @@ def diff(c, old, new, json=False):
     import json as jsonlib
 
     def compare(catalog):
-        from ansible_collections.kiln.immutable.plugins.module_utils.catalog import diff
-
+        diff = _utils("catalog.diff")
         found = diff.diff_versions(catalog.get(old), catalog.get(new))
         return jsonlib.dumps(found, indent=2) if json else diff.format_diff(found)
 
@@ -237,7 +237,7 @@ def diff(c, old, new, json=False):
 )
 def prune(c, keep=5, image=None, dry_run=False):
     """Remove old versions and their Docker images; never what a channel or an instance uses."""
-    _run_playbook(c, "prune", {"kiln_keep": int(keep), "kiln_image": image}, check=dry_run)
+    _playbook(c, "prune", {"kiln_keep": int(keep), "kiln_image": image}, check=dry_run)
 
 
 @task(
@@ -316,43 +316,6 @@ def catalog_import(c, input="catalog.json"):
 COLLECTION_DIR = ROOT / "collections" / "ansible_collections" / "kiln" / "immutable"
 
 
-def _utils(name: str):
-    """A module of the collection's module_utils, imported in-process (as the catalog tasks do)."""
-    import importlib
-    import sys
-
-    if str(ROOT / "collections") not in sys.path:
-        sys.path.insert(0, str(ROOT / "collections"))
-    return importlib.import_module(f"ansible_collections.kiln.immutable.plugins.module_utils.{name}")
-
-
-def _with_catalog(c, fn):
-    """``fn(catalog)``; a KilnError goes up as it is (the pipeline reports it as the stage's failure)."""
-    catalog = _catalog(c)
-    try:
-        return fn(catalog)
-    finally:
-        catalog.close()
-
-
-def _run_test(c, *, scenario=None, project_dir=None, timeout=None, **target):
-    """Run the test stage in-process, streaming Molecule's output; returns the recorded outcome."""
-    image_test = _utils("test_stage.image_test")
-    settings = c.kiln.test
-    return _with_catalog(
-        c,
-        lambda catalog: image_test.run_image_test(
-            catalog,
-            scenario=scenario or settings.scenario,
-            project_dir=str(Path(project_dir).resolve() if project_dir else COLLECTION_DIR),
-            state_dir=_env(c)["KILN_STATE_DIR"],
-            timeout_s=float(timeout or settings.timeout),
-            on_line=print,
-            **target,
-        ),
-    )
-
-
 @task(
     help={
         "version": "the version to test, e.g. web/7",
@@ -378,115 +341,24 @@ def test(
     """Start one version with Molecule, verify it as a user would, and record the result in the catalog."""
     if bool(version) == bool(channel):
         raise Exit("test needs exactly one of --version (e.g. web/7) or --channel (e.g. dev)")
-    try:
-        outcome = _run_test(
-            c,
+    outcome = _catalog_call(
+        c,
+        lambda catalog: _utils("test_stage.image_test").run_image_test(
+            catalog,
             version=version,
             channel=channel,
             image=(image or c.kiln.image) if channel else image,
-            scenario=scenario,
-            project_dir=project_dir,
-            timeout=timeout,
+            scenario=scenario or c.kiln.test.scenario,
+            project_dir=str(Path(project_dir).resolve() if project_dir else COLLECTION_DIR),
+            state_dir=_env(c)["KILN_STATE_DIR"],
+            timeout_s=float(timeout or c.kiln.test.timeout),
             skip_passed=skip_passed,
-        )
-    except _utils("common.errors").KilnError as exc:
-        raise Exit(f"kiln: {exc}") from exc
+            on_line=print,  # Molecule's output as it runs
+        ),
+    )
     if not outcome.passed:
         raise Exit(f"kiln: {outcome.summary()}", code=1)
     print(outcome.summary())
-
-
-def _policy_path(c) -> str:
-    """The promotion policy the promote playbook reads: $KILN_POLICY, else policy.yml of the inventory."""
-    return os.environ.get("KILN_POLICY") or str(ROOT / c.kiln.inventory / "policy.yml")
-
-
-def _pipeline_build(c, image: str, variables, force: bool) -> tuple[bool, str]:
-    """Run the build stage; returns (built something new, the version's ref)."""
-    pipeline = _utils("pipeline.stages")
-
-    def refs(catalog):
-        return {v.ref for v in catalog.list_versions(image, limit=1000)}
-
-    before = _with_catalog(c, refs)
-    try:
-        build(c, image=image, force=force, var=variables)
-    except Exit as exc:
-        raise pipeline.StageFailed(f"the build of image {image!r} failed (see the output above)") from exc
-    new = _with_catalog(c, refs) - before
-    if new:
-        return True, max(new, key=lambda ref: int(ref.rsplit("/", 1)[1]))
-
-    # nothing built: the version with these inputs was already there; ask the build's own planner
-    def found(catalog):
-        build_utils = _utils("build.flow")
-        request = build_utils.BuildRequest(
-            template=str(ROOT / "packer" / image),
-            image=image,
-            variables=_parse_vars(variables),
-            only=["docker.*"],  # what the build playbook bakes on the local default
-            catalog=_env(c)["KILN_CATALOG"],
-        )
-        return build_utils.plan(request, catalog).existing
-
-    existing = _with_catalog(c, found)
-    if existing is None:
-        raise pipeline.StageFailed(f"the build of image {image!r} recorded no version in the catalog")
-    return False, existing.ref
-
-
-def _pipeline_promote(c, ref: str, channel: str) -> tuple[bool, str]:
-    """Promote ``ref`` to ``channel`` unless it is there already; a policy refusal names its rules."""
-    pipeline = _utils("pipeline.stages")
-    policy = _utils("catalog.policy").Policy.load(_policy_path(c))
-    image = ref.split("/", 1)[0]
-
-    def plan(catalog):
-        try:
-            return catalog.promote(channel, ref, policy=policy, check=True)
-        except _utils("catalog.catalog").PolicyRefused as exc:
-            rules = "; ".join(exc.details.get("rules") or []) or exc.msg
-            raise pipeline.StageFailed(f"the promotion policy refuses {ref} on {channel}: {rules}") from exc
-
-    move = _with_catalog(c, plan)
-    if not move.changed:
-        return False, f"{image}@{channel} is already on {ref}"
-    try:
-        promote(c, version=ref, channel=channel, reason="invoke pipeline")
-    except Exit as exc:
-        raise pipeline.StageFailed(f"promoting {ref} to {channel} failed (see the output above)") from exc
-    return True, f"{image}@{channel}: {move.before or 'nothing'} -> {ref}"
-
-
-def _pipeline_promote_built(c, built: dict, channel: str) -> tuple[bool, str]:
-    return _pipeline_promote(c, built["ref"], channel)
-
-
-def _group_instances(c, group: str) -> list[tuple[str, str]]:
-    """(instance id, version) of each instance of a group, from the group's provider in the inventory."""
-    provider, _inspector = _utils("observe.drift").backends(_groups(c, group)[0])
-    return sorted((i.id, i.version) for i in provider.list_instances(group))
-
-
-def _pipeline_rollout(c, channel: str, group: str) -> tuple[bool, str]:
-    """Roll ``group`` out to what ``channel`` points at, with the roll-out stage's own task."""
-    pipeline = _utils("pipeline.stages")
-    rollout = ns.tasks.get("rollout")
-    if rollout is None:
-        raise pipeline.StopPipeline(
-            f"the roll-out stage (invoke rollout) is not available yet: stopped after promotion; "
-            f"group {group} was not rolled out"
-        )
-    before = _group_instances(c, group)
-    try:
-        rollout(c, channel=channel, group=group)
-    except Exit as exc:
-        raise pipeline.StageFailed(f"the roll-out of {group} failed: {exc.message or exc}") from exc
-    after = _group_instances(c, group)
-    versions = ", ".join(sorted({version for _, version in after})) or "nothing"
-    if after == before:
-        return False, f"{group} already runs {versions} ({len(after)} instances)"
-    return True, f"{group} runs {versions} ({len(after)} instances)"
 
 
 @task(
@@ -500,71 +372,15 @@ def _pipeline_rollout(c, channel: str, group: str) -> tuple[bool, str]:
 )
 def pipeline(c, image=None, var=None, force=False, retest=False):
     """Build, test, promote to staging, roll out to staging, promote to prod, roll out to prod."""
-    image = image or c.kiln.image
-    settings = c.kiln.pipeline
-    stages_mod = _utils("pipeline.stages")
-    dev = settings.build_channel
-    built: dict = {}
-
-    def build_stage():
-        fresh, built["ref"] = _pipeline_build(c, image, var, force)
-        return fresh, f"{built['ref']} " + ("built" if fresh else "(nothing changed since it was built)")
-
-    def test_stage():
-        outcome = _run_test(c, version=built["ref"], skip_passed=not retest)
-        if not outcome.passed:
-            raise stages_mod.StageFailed(outcome.summary())
-        return not outcome.skipped, outcome.summary()
-
-    stages = [
-        ("build", build_stage),
-        (f"promote {dev}", functools.partial(_pipeline_promote_built, c, built, dev)),
-        ("test", test_stage),
-    ]
-    for step in settings.steps:
-        channel, group = step["channel"], step["group"].format(image=image)
-        stages.append((f"promote {channel}", functools.partial(_pipeline_promote_built, c, built, channel)))
-        stages.append((f"rollout {group}", functools.partial(_pipeline_rollout, c, channel, group)))
-    report = stages_mod.run_stages(stages, echo=print)
-    print(f"\n{image} pipeline" + (f" for {built['ref']}" if built.get("ref") else "") + ":")
-    print(report.table())
-    if not report.ok:
-        raise Exit(code=1)
-
-
-ns = Collection(build)
-for _catalog_task in (promote, revoke, diff, prune, history, catalog_verify, catalog_export, catalog_import):
-    ns.add_task(_catalog_task)
-ns.configure(
-    {
-        "kiln": {
-            "image": "web",
-            "inventory": "inventories/local",
-            "state_dir": str(ROOT / ".kiln"),
-            "catalog": None,
-        },
-        "run": {"echo": True},
+    extra = {
+        "kiln_pipeline_image": image or c.kiln.image,
+        "kiln_pipeline_variables": _parse_vars(var),
+        "kiln_pipeline_force": force,
+        "kiln_pipeline_retest": retest,
     }
-)
+    with _progress_file() as progress:
+        _playbook(c, "pipeline", {**extra, "kiln_progress_file": progress}, follow={"  packer | ": progress})
 
-# the test stage and the pipeline
-ns.add_task(test)
-ns.add_task(pipeline)
-ns.configure(
-    {
-        "kiln": {
-            "test": {"scenario": "image", "timeout": 900},
-            # every build lands on build_channel; then each step promotes and rolls out one group
-            "pipeline": {
-                "build_channel": "dev",
-                "steps": [
-                    {"channel": "staging", "group": "{image}-staging"},
-                    {"channel": "prod", "group": "{image}-prod"},
-                ],
-            },
-        }
-    }
-)
 
 # --- see what runs: status, drift, roll-out reports ----------------------------------------------------
 
@@ -632,9 +448,6 @@ def report(c, group=None, result=None):
         raise Exit(f"kiln: {exc}") from exc
 
 
-for _observe_task in (status, drift, report):
-    ns.add_task(_observe_task)
-
 # --- the local environment: up and down ---------------------------------------------------------------
 
 
@@ -660,53 +473,17 @@ def down(c, group=None, keep_data=False):
     _playbook(c, "down", extra)
 
 
-ns.add_task(up)
-ns.add_task(down)
-
 # --- roll-out and rollback ----------------------------------------------------------------------------
-
-
-def _follow_progress(c, groups: list[str], stop) -> None:
-    """Print the roll-out events of ``groups`` as the engine appends them to progress.log."""
-    import time
-
-    state = Path(_env(c)["KILN_STATE_DIR"])
-    logs = {g: state / "rollouts" / g / "progress.log" for g in groups}
-    offsets = {g: (p.stat().st_size if p.exists() else 0) for g, p in logs.items()}
-    while True:
-        done = stop.is_set()
-        for group, path in logs.items():
-            if path.exists() and path.stat().st_size > offsets[group]:
-                with open(path) as handle:
-                    handle.seek(offsets[group])
-                    chunk = handle.read()
-                    offsets[group] = handle.tell()
-                for line in chunk.splitlines():
-                    print(f"[{group}] {line}", flush=True)
-        if done:
-            return
-        time.sleep(0.2)
 
 
 def _rollout_playbook(c, name: str, extra: dict, check: bool) -> None:
     """Run the rollout or rollback playbook, printing each event of the groups while it runs."""
-    import threading
-
     groups = [g.group for g in _groups(c, extra.get("kiln_group"))]  # an unknown group stops here
-    if not check and _with_catalog(c, lambda catalog: not catalog.list_versions("lb", limit=1)):
+    if not check and _catalog_call(c, lambda catalog: not catalog.list_versions("lb", limit=1)):
         _playbook(c, "build", {"kiln_image": "lb"})  # the load balancer's image, once per catalog
-    stop = threading.Event()
-    follower = threading.Thread(target=_follow_progress, args=(c, groups, stop), daemon=True)
-    if not check:
-        follower.start()
-    try:
-        result = _playbook(c, name, {k: v for k, v in extra.items() if v is not None}, check=check, warn=True)
-    finally:
-        stop.set()
-        if follower.is_alive():
-            follower.join(timeout=5)
-    if result.failed:
-        raise Exit(f"kiln: {name} failed (see the output above)", code=result.exited or 1)
+    state = Path(_env(c)["KILN_STATE_DIR"])
+    logs = {f"[{g}] ": str(state / "rollouts" / g / "progress.log") for g in groups}
+    _playbook(c, name, extra, check=check, follow=None if check else logs)
 
 
 _ROLLOUT_HELP = {
@@ -769,5 +546,35 @@ def rollback(
     _rollout_playbook(c, "rollback", extra, check)
 
 
-ns.add_task(rollout)
-ns.add_task(rollback)
+ns = Collection(
+    build,
+    test,
+    promote,
+    revoke,
+    diff,
+    prune,
+    history,
+    catalog_verify,
+    catalog_export,
+    catalog_import,
+    pipeline,
+    status,
+    drift,
+    report,
+    up,
+    down,
+    rollout,
+    rollback,
+)
+ns.configure(
+    {
+        "kiln": {
+            "image": "web",
+            "inventory": "inventories/local",
+            "state_dir": str(ROOT / ".kiln"),
+            "catalog": None,
+            "test": {"scenario": "image", "timeout": 900},
+        },
+        "run": {"echo": True},
+    }
+)

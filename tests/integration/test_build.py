@@ -155,7 +155,7 @@ def test_check_mode_says_a_changed_variable_would_build(env, web_built):
 
 def test_failed_provisioner_leaves_nothing(env, tmp_path):
     progress = tmp_path / "progress.txt"
-    result, _ = build_playbook({**env, "KILN_BUILD_PROGRESS": str(progress)}, tiny(env, fail=True))
+    result, _ = build_playbook(env, {**tiny(env, fail=True), "kiln_progress_file": str(progress)})
     assert result["failed"] is True
     assert "Script exited with non-zero exit status: 3" in result["msg"]
     assert "failing on purpose, as asked" in result["msg"]

@@ -34,9 +34,10 @@ RUNNER = """
 import json, sys
 from ansible_collections.kiln.immutable.plugins.module_utils.build import flow
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.common.files import line_appender
 request = flow.BuildRequest(**json.loads(sys.argv[1]))
 try:
-    out = flow.run(request)
+    out = flow.run(request, on_progress=line_appender(sys.argv[2]))
 except KilnError as exc:
     out = {"error": type(exc).__name__, "msg": exc.msg, "log_path": exc.details.get("log_path")}
 print(json.dumps(out))
@@ -56,11 +57,13 @@ def start_build(state: Path, progress: Path, **request) -> subprocess.Popen:
         "PYTHONPATH": str(ROOT / "collections"),
         "KILN_STATE_DIR": str(state),
         "KILN_CATALOG": str(state / "catalog.db"),
-        "KILN_BUILD_PROGRESS": str(progress),
     }
     args = {"template": str(FIXTURES / "tiny"), "image": "tiny", **request}
     return subprocess.Popen(
-        [sys.executable, "-c", RUNNER, json.dumps(args)], env=env, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", RUNNER, json.dumps(args), str(progress)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
     )
 
 

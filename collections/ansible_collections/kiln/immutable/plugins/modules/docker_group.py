@@ -105,52 +105,44 @@ removed:
     networks: [kiln-web-prod]
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.common.module import KilnModule
 from ansible_collections.kiln.immutable.plugins.module_utils.deploy import docker_environment
 
 
+def apply(params: dict, check: bool) -> dict:
+    """Create or remove the group's environment; the diff maps what exists before and after."""
+    if params["state"] == "present":
+        result = docker_environment.up(
+            params["name"],
+            params["provider_options"],
+            params["load_balancer_options"],
+            check=check,
+            catalog=params["catalog"],
+        )
+    else:
+        result = docker_environment.down(
+            params["name"],
+            params["provider_options"],
+            params["load_balancer_options"],
+            keep_data=params["keep_data"],
+            check=check,
+            catalog=params["catalog"],
+        )
+    after = result.get("after") or {"network": None, "load_balancer": {"status": "absent"}, "instances": []}
+    return {**result, "diff": {"before": result["before"], "after": after}}
+
+
 def main() -> None:
-    module = AnsibleModule(
+    module = KilnModule(
         argument_spec=dict(
             name=dict(type="str", required=True, aliases=["group"]),
             state=dict(type="str", choices=["present", "absent"], default="present"),
             provider_options=dict(type="dict", default={}),
             load_balancer_options=dict(type="dict", default={}),
             keep_data=dict(type="bool", default=False),
-            catalog=dict(type="path"),
         ),
-        supports_check_mode=True,
     )
-    p = module.params
-    try:
-        if p["state"] == "present":
-            result = docker_environment.up(
-                p["name"],
-                p["provider_options"],
-                p["load_balancer_options"],
-                check=module.check_mode,
-                catalog=p["catalog"],
-            )
-        else:
-            result = docker_environment.down(
-                p["name"],
-                p["provider_options"],
-                p["load_balancer_options"],
-                keep_data=p["keep_data"],
-                check=module.check_mode,
-                catalog=p["catalog"],
-            )
-    except KilnError as exc:
-        module.fail_json(**exc.fail_kwargs())
-    if module._diff:
-        after = result.get("after") or {
-            "network": None,
-            "load_balancer": {"status": "absent"},
-            "instances": [],
-        }
-        result["diff"] = {"before": result["before"], "after": after}
-    module.exit_json(**result)
+    module.run(lambda: apply(module.params, module.check_mode))
 
 
 if __name__ == "__main__":

@@ -171,14 +171,26 @@ groups:
       findings: []
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
-from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.common.module import KilnModule
+from ansible_collections.kiln.immutable.plugins.module_utils.deploy.backends import PROVIDERS
 from ansible_collections.kiln.immutable.plugins.module_utils.observe.drift import GroupTarget, detect
 
 
+def find_drift(params: dict) -> dict:
+    targets = [GroupTarget.from_dict(item, where=f"groups[{i}]") for i, item in enumerate(params["groups"])]
+    with Catalog(params["catalog"]) as catalog:
+        doc = detect(targets, catalog, filesystem=params["filesystem"]).to_dict()
+    return {
+        "changed": False,
+        "drifted": doc["drifted"],
+        "findings": [f for g in doc["groups"] for f in g["findings"]],
+        "groups": doc["groups"],
+    }
+
+
 def main() -> None:
-    module = AnsibleModule(
+    module = KilnModule(
         argument_spec=dict(
             groups=dict(
                 type="list",
@@ -188,7 +200,7 @@ def main() -> None:
                     group=dict(type="str", required=True),
                     image=dict(type="str", required=True),
                     channel=dict(type="str", required=True),
-                    provider=dict(type="str", default="docker", choices=["docker", "aws"]),
+                    provider=dict(type="str", default=PROVIDERS[0], choices=list(PROVIDERS)),
                     provider_options=dict(type="dict", default={}),
                     aws=dict(type="dict", default={}),
                     health=dict(type="dict"),
@@ -196,24 +208,9 @@ def main() -> None:
                 ),
             ),
             filesystem=dict(type="bool", default=True),
-            catalog=dict(type="path"),
         ),
-        supports_check_mode=True,
     )
-    try:
-        groups = module.params["groups"]
-        targets = [GroupTarget.from_dict(item, where=f"groups[{i}]") for i, item in enumerate(groups)]
-        with Catalog(module.params["catalog"]) as catalog:
-            report = detect(targets, catalog, filesystem=module.params["filesystem"])
-    except KilnError as exc:
-        module.fail_json(**exc.fail_kwargs())
-    doc = report.to_dict()
-    module.exit_json(
-        changed=False,
-        drifted=doc["drifted"],
-        findings=[f for g in doc["groups"] for f in g["findings"]],
-        groups=doc["groups"],
-    )
+    module.run(lambda: find_drift(module.params))
 
 
 if __name__ == "__main__":

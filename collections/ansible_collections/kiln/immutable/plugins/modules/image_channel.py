@@ -155,18 +155,44 @@ diff:
   sample: {before: {prod: web/6}, after: {prod: web/7}}
 """
 
-import os
-
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.policy import Policy
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.signing import Signer
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.trust import Trust
-from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.common.module import KilnModule
+
+
+def move_channel(p: dict, check: bool) -> dict:
+    policy = Policy.locate(p["policy"])
+    with Catalog(p["catalog"], trust=Trust.of(policy, Signer(p["signing_key"]))) as catalog:
+        if p["state"] == "rollback":
+            move = catalog.rollback(
+                p["image"], p["channel"], to=p["to"], reason=p["reason"], policy=policy, check=check
+            )
+        else:
+            move = catalog.promote(
+                p["channel"],
+                p["version"],
+                image=p["image"],
+                from_channel=p["from_channel"],
+                reason=p["reason"],
+                policy=policy,
+                check=check,
+            )
+        result = {
+            "changed": move.changed,
+            "before": move.before,
+            "after": move.after,
+            "move": move.to_dict(),
+            "diff": {"before": {move.channel: move.before}, "after": {move.channel: move.after}},
+        }
+        if move.after:
+            result["version"] = catalog.get(move.after).to_dict()
+    return result
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = KilnModule(
         argument_spec=dict(
             image=dict(type="str"),
             channel=dict(type="str", required=True),
@@ -177,7 +203,6 @@ def main() -> None:
             reason=dict(type="str", default=""),
             policy=dict(type="path"),
             signing_key=dict(type="path", no_log=False),
-            catalog=dict(type="path"),
         ),
         mutually_exclusive=[("version", "from_channel"), ("to", "version"), ("to", "from_channel")],
         required_if=[
@@ -185,45 +210,8 @@ def main() -> None:
             ("state", "rollback", ("image",)),
         ],
         required_by={"from_channel": "image"},
-        supports_check_mode=True,
     )
-    p = module.params
-    try:
-        policy_path = p["policy"] or os.environ.get("KILN_POLICY")
-        policy = Policy.load(policy_path) if policy_path else None
-        with Catalog(p["catalog"], trust=Trust.of(policy, Signer(p["signing_key"]))) as catalog:
-            if p["state"] == "rollback":
-                move = catalog.rollback(
-                    p["image"],
-                    p["channel"],
-                    to=p["to"],
-                    reason=p["reason"],
-                    policy=policy,
-                    check=module.check_mode,
-                )
-            else:
-                move = catalog.promote(
-                    p["channel"],
-                    p["version"],
-                    image=p["image"],
-                    from_channel=p["from_channel"],
-                    reason=p["reason"],
-                    policy=policy,
-                    check=module.check_mode,
-                )
-            result = {
-                "changed": move.changed,
-                "before": move.before,
-                "after": move.after,
-                "move": move.to_dict(),
-            }
-            if move.after:
-                result["version"] = catalog.get(move.after).to_dict()
-    except KilnError as exc:
-        module.fail_json(**exc.fail_kwargs())
-    if module._diff:
-        result["diff"] = {"before": {move.channel: move.before}, "after": {move.channel: move.after}}
-    module.exit_json(**result)
+    module.run(lambda: move_channel(module.params, module.check_mode))
 
 
 if __name__ == "__main__":

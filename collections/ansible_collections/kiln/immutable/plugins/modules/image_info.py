@@ -154,10 +154,10 @@ verify:
   sample: {ok: true, events: 1042, head: "1042:9c1e...", problems: []}
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog, split_ref
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.diff import diff_versions
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.common.module import KilnModule
 
 
 def query(catalog: Catalog, p: dict) -> dict:
@@ -196,8 +196,19 @@ def query(catalog: Catalog, p: dict) -> dict:
     return out
 
 
+def answer(p: dict) -> dict:
+    with Catalog(p["catalog"]) as catalog:
+        result = query(catalog, p)
+    report = result.get("verify")
+    if report and not report["ok"]:
+        raise KilnError(
+            "the catalog's audit trail does not verify: " + "; ".join(report["problems"]), **result
+        )
+    return {"changed": False, **result}
+
+
 def main() -> None:
-    module = AnsibleModule(
+    module = KilnModule(
         argument_spec=dict(
             image=dict(type="str"),
             version=dict(type="str"),
@@ -208,22 +219,11 @@ def main() -> None:
             verify=dict(type="bool", default=False),
             limit=dict(type="int", default=50),
             before=dict(type="str"),
-            catalog=dict(type="path"),
         ),
         required_by={"channel": "image"},
-        supports_check_mode=True,
+        diff_mode=False,
     )
-    try:
-        with Catalog(module.params["catalog"]) as catalog:
-            result = query(catalog, module.params)
-    except KilnError as exc:
-        module.fail_json(**exc.fail_kwargs())
-    report = result.get("verify")
-    if report and not report["ok"]:
-        module.fail_json(
-            msg="the catalog's audit trail does not verify: " + "; ".join(report["problems"]), **result
-        )
-    module.exit_json(changed=False, **result)
+    module.run(lambda: answer(module.params))
 
 
 if __name__ == "__main__":

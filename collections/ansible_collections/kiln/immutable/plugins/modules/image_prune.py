@@ -86,10 +86,9 @@ images_removed:
   sample: [kiln/web:3, kiln/web:2]
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
 from ansible_collections.kiln.immutable.plugins.module_utils.common import aws
-from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.common.module import KilnModule
 from ansible_collections.kiln.immutable.plugins.module_utils.providers.aws import images
 from ansible_collections.kiln.immutable.plugins.module_utils.providers.docker.images import (
     remove_image,
@@ -97,37 +96,34 @@ from ansible_collections.kiln.immutable.plugins.module_utils.providers.docker.im
 )
 
 
+def prune(params: dict, check: bool) -> dict:
+    settings = aws.AWSSettings.from_options({k: params[k] for k in aws.OPTION_NAMES})
+    remover = images.ami_remover(settings, then=remove_image)  # AMIs only where a version has them
+    with Catalog(params["catalog"]) as catalog:
+        result = catalog.prune(
+            params["image"],
+            keep=params["keep"],
+            history_depth=params["history_depth"],
+            check=check,
+            running=running_versions,
+            remove_artifact=remover if params["remove_images"] else None,
+        )
+    diff = {"before": {"versions": sorted(result.removed)}, "after": {"versions": []}}
+    return {**result.to_dict(), "diff": diff}
+
+
 def main() -> None:
-    module = AnsibleModule(
+    module = KilnModule(
         argument_spec=dict(
             image=dict(type="str"),
             keep=dict(type="int", default=5),
             history_depth=dict(type="int", default=3),
             remove_images=dict(type="bool", default=True),
-            catalog=dict(type="path"),
             **aws.argument_spec(),
         ),
-        supports_check_mode=True,
+        mutually_exclusive=[("profile", "access_key"), ("profile", "session_token")],
     )
-    p = module.params
-    try:
-        with Catalog(p["catalog"]) as catalog:
-            settings = aws.AWSSettings.from_options({k: p[k] for k in aws.OPTION_NAMES})
-            remover = images.ami_remover(settings, then=remove_image)  # AMIs only where a version has them
-            result = catalog.prune(
-                p["image"],
-                keep=p["keep"],
-                history_depth=p["history_depth"],
-                check=module.check_mode,
-                running=running_versions,
-                remove_artifact=remover if p["remove_images"] else None,
-            )
-    except KilnError as exc:
-        module.fail_json(**exc.fail_kwargs())
-    out = result.to_dict()
-    if module._diff:
-        out["diff"] = {"before": {"versions": sorted(result.removed)}, "after": {"versions": []}}
-    module.exit_json(**out)
+    module.run(lambda: prune(module.params, module.check_mode))
 
 
 if __name__ == "__main__":

@@ -154,51 +154,29 @@ summary:
   sample: "web/7 passed scenario 'image' in 17.4s (log: .kiln/logs/test-web-7-image-20261127T023122Z.log)"
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.common.module import KilnModule
 from ansible_collections.kiln.immutable.plugins.module_utils.common.paths import state_dir
 from ansible_collections.kiln.immutable.plugins.module_utils.test_stage.image_test import run_image_test
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            version=dict(type="str"),
-            channel=dict(type="str"),
-            image=dict(type="str"),
-            scenario=dict(type="str", default="image"),
-            project_dir=dict(type="path", required=True),
-            state_dir=dict(type="path"),
-            skip_passed=dict(type="bool", default=False),
-            timeout=dict(type="float", default=900),
-            fail_on_failure=dict(type="bool", default=True),
-            catalog=dict(type="path"),
-        ),
-        mutually_exclusive=[("version", "channel")],
-        required_one_of=[("version", "channel")],
-        required_by={"channel": ("image",)},
-        supports_check_mode=True,
-    )
-    p = module.params
+def run_test(p: dict, check: bool) -> dict:
     if p["timeout"] <= 0:
-        module.fail_json(msg=f"timeout must be more than 0 seconds, got {p['timeout']}")
-    try:
-        with Catalog(p["catalog"]) as catalog:
-            outcome = run_image_test(
-                catalog,
-                version=p["version"],
-                channel=p["channel"],
-                image=p["image"],
-                scenario=p["scenario"],
-                project_dir=p["project_dir"],
-                state_dir=p["state_dir"] or state_dir(),
-                timeout_s=p["timeout"],
-                skip_passed=p["skip_passed"],
-                check_mode=module.check_mode,
-            )
-    except KilnError as exc:
-        module.fail_json(**exc.fail_kwargs())
+        raise KilnError(f"timeout must be more than 0 seconds, got {p['timeout']}")
+    with Catalog(p["catalog"]) as catalog:
+        outcome = run_image_test(
+            catalog,
+            version=p["version"],
+            channel=p["channel"],
+            image=p["image"],
+            scenario=p["scenario"],
+            project_dir=p["project_dir"],
+            state_dir=p["state_dir"] or state_dir(),
+            timeout_s=p["timeout"],
+            skip_passed=p["skip_passed"],
+            check_mode=check,
+        )
     result = {
         "changed": not outcome.skipped,
         "ref": outcome.ref,
@@ -212,8 +190,28 @@ def main() -> None:
         "summary": outcome.summary(),
     }
     if not outcome.passed and p["fail_on_failure"]:
-        module.fail_json(msg=f"test failed: {outcome.summary()}", **result)
-    module.exit_json(**result)
+        raise KilnError(f"test failed: {outcome.summary()}", **result)
+    return result
+
+
+def main() -> None:
+    module = KilnModule(
+        argument_spec=dict(
+            version=dict(type="str"),
+            channel=dict(type="str"),
+            image=dict(type="str"),
+            scenario=dict(type="str", default="image"),
+            project_dir=dict(type="path", required=True),
+            state_dir=dict(type="path"),
+            skip_passed=dict(type="bool", default=False),
+            timeout=dict(type="float", default=900),
+            fail_on_failure=dict(type="bool", default=True),
+        ),
+        mutually_exclusive=[("version", "channel")],
+        required_one_of=[("version", "channel")],
+        required_by={"channel": ("image",)},
+    )
+    module.run(lambda: run_test(module.params, module.check_mode))
 
 
 if __name__ == "__main__":

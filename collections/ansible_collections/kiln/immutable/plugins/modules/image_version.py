@@ -215,7 +215,6 @@ images_removed:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import (
     Catalog,
     Version,
@@ -223,6 +222,7 @@ from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog imp
 )
 from ansible_collections.kiln.immutable.plugins.module_utils.common import aws
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.common.module import KilnModule
 from ansible_collections.kiln.immutable.plugins.module_utils.providers.aws import images
 from ansible_collections.kiln.immutable.plugins.module_utils.providers.docker.images import (
     remove_image,
@@ -245,8 +245,7 @@ _RECORD_FIELDS = (
 )
 
 
-def _present(module: AnsibleModule, catalog: Catalog) -> dict:
-    p = module.params
+def _present(p: dict, check: bool, catalog: Catalog) -> dict:
     existing = None
     if p["version"]:
         image, name = split_ref(p["version"], p["image"])
@@ -256,18 +255,17 @@ def _present(module: AnsibleModule, catalog: Catalog) -> dict:
         if p["fingerprint"]:
             existing = catalog.find_by_fingerprint(image, p["fingerprint"])
     if existing is not None and p["fingerprint"] and existing.fingerprint != p["fingerprint"]:
-        module.fail_json(
-            msg=f"version {existing.ref} is already registered with another fingerprint "
-            f"({existing.fingerprint})"
+        raise KilnError(
+            f"version {existing.ref} is already registered with another fingerprint ({existing.fingerprint})"
         )
     result: dict = {"changed": False}
     if existing is None:
         if not p["fingerprint"]:
             target = f"{image}/{name}" if name else image
-            module.fail_json(msg=f"unknown version {target}; registering it needs the fingerprint option")
+            raise KilnError(f"unknown version {target}; registering it needs the fingerprint option")
         result["changed"] = True
         fields = {key: p[key] for key in _RECORD_FIELDS}
-        if module.check_mode:
+        if check:
             name = name or catalog.next_version_name(image)
             existing = Version(image=image, name=name, **fields)
         else:
@@ -276,21 +274,67 @@ def _present(module: AnsibleModule, catalog: Catalog) -> dict:
             )
     if p["test_result"]:
         result["changed"] = True
-        if not module.check_mode:
+        if not check:
             result["test_result"] = catalog.record_test(existing.ref, **p["test_result"])
     result["ref"] = existing.ref
     found = catalog.find(existing.ref)
     result["version"] = (found or existing).to_dict()
-    if module._diff:
-        result["diff"] = {
-            "before": {} if result["changed"] and found is None else {"ref": existing.ref},
-            "after": {"ref": existing.ref},
-        }
+    result["diff"] = {
+        "before": {} if result["changed"] and found is None else {"ref": existing.ref},
+        "after": {"ref": existing.ref},
+    }
     return result
 
 
+def _status(p: dict, check: bool, catalog: Catalog) -> dict:
+    """Revoke, restore or remove a version."""
+    image, name = split_ref(p["version"], p["image"])
+    ref = f"{image}/{name}"
+    before = catalog.find(ref)
+    settings = aws.AWSSettings.from_options({k: p[k] for k in aws.OPTION_NAMES})
+    if p["state"] == "absent":
+        if before is None:
+            return {"changed": False, "ref": ref, "images_removed": []}
+        removed = catalog.remove(
+            ref,
+            check=check,
+            running=running_versions,
+            remove_artifact=images.ami_remover(settings, then=remove_image),
+        )
+        result = {
+            "changed": True,
+            "ref": ref,
+            "images_removed": removed.images_removed,
+            "warnings": removed.warnings,
+        }
+    elif before is None:
+        raise KilnError(f"unknown version {ref}")
+    elif p["state"] == "revoked":
+        outcome = catalog.revoke(ref, p["reason"], at=p["revoke_at"], fallback=p["fallback"], check=check)
+        result = {"ref": ref, **outcome}
+    else:
+        result = {"ref": ref, **catalog.restore(ref, check=check)}
+    after = catalog.find(ref)
+    if after is not None:
+        result["version"] = after.to_dict()
+        if not check and result.get("changed") and images.has_amis([after]):
+            # the AMIs say so too, in every region (kiln:revoked), for whoever looks in AWS
+            reason = (after.revocation or {}).get("reason") if after.status == "revoked" else None
+            result["amis_marked"] = images.mark_revoked(after, reason, settings)
+    result["diff"] = {
+        "before": {"status": before.status, "revocation": before.revocation} if before else {},
+        "after": {"status": p["state"] if p["state"] != "absent" else None},
+    }
+    return result
+
+
+def apply(p: dict, check: bool) -> dict:
+    with Catalog(p["catalog"]) as catalog:
+        return (_present if p["state"] == "present" else _status)(p, check, catalog)
+
+
 def main() -> None:
-    module = AnsibleModule(
+    module = KilnModule(
         argument_spec=dict(
             image=dict(type="str"),
             version=dict(type="str"),
@@ -319,66 +363,17 @@ def main() -> None:
             reason=dict(type="str"),
             revoke_at=dict(type="str"),
             fallback=dict(type="bool", default=True),
-            catalog=dict(type="path"),
             **aws.argument_spec(),
         ),
+        mutually_exclusive=[("profile", "access_key"), ("profile", "session_token")],
         required_one_of=[("image", "version")],
         required_if=[
             ("state", "revoked", ("version", "reason")),
             ("state", "active", ("version",)),
             ("state", "absent", ("version",)),
         ],
-        supports_check_mode=True,
     )
-    p = module.params
-    check = module.check_mode
-    settings = aws.AWSSettings.from_options({k: p[k] for k in aws.OPTION_NAMES})
-    try:
-        with Catalog(p["catalog"]) as catalog:
-            if p["state"] == "present":
-                module.exit_json(**_present(module, catalog))
-            image, name = split_ref(p["version"], p["image"])
-            ref = f"{image}/{name}"
-            before = catalog.find(ref)
-            if p["state"] == "absent":
-                if before is None:
-                    module.exit_json(changed=False, ref=ref, images_removed=[])
-                removed = catalog.remove(
-                    ref,
-                    check=check,
-                    running=running_versions,
-                    remove_artifact=images.ami_remover(settings, then=remove_image),
-                )
-                result = {
-                    "changed": True,
-                    "ref": ref,
-                    "images_removed": removed.images_removed,
-                    "warnings": removed.warnings,
-                }
-            elif before is None:
-                module.fail_json(msg=f"unknown version {ref}")
-            elif p["state"] == "revoked":
-                outcome = catalog.revoke(
-                    ref, p["reason"], at=p["revoke_at"], fallback=p["fallback"], check=check
-                )
-                result = {"ref": ref, **outcome}
-            else:
-                result = {"ref": ref, **catalog.restore(ref, check=check)}
-            after = catalog.find(ref)
-            if after is not None:
-                result["version"] = after.to_dict()
-                if not check and result.get("changed") and images.has_amis([after]):
-                    # the AMIs say so too, in every region (kiln:revoked), for whoever looks in AWS
-                    reason = (after.revocation or {}).get("reason") if after.status == "revoked" else None
-                    result["amis_marked"] = images.mark_revoked(after, reason, settings)
-    except KilnError as exc:
-        module.fail_json(**exc.fail_kwargs())
-    if module._diff:
-        result["diff"] = {
-            "before": {"status": before.status, "revocation": before.revocation} if before else {},
-            "after": {"status": p["state"] if p["state"] != "absent" else None},
-        }
-    module.exit_json(**result)
+    module.run(lambda: apply(module.params, module.check_mode))
 
 
 if __name__ == "__main__":

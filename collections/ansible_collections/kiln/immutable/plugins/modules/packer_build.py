@@ -79,10 +79,14 @@ options:
     description: List the Debian packages of a docker image (C(dpkg-query) in a throwaway container).
     type: bool
     default: true
+  progress_file:
+    description:
+      - Append Packer's progress to this file as the build runs, one line per message, for a terminal to
+        follow (C(invoke build) shows it).
+    type: path
 notes:
-  - Progress is written, one line per Packer message, to the file named by E(KILN_BUILD_PROGRESS) when it
-    is set; C(invoke build) shows it while the build runs. The full machine-readable log is always kept
-    under the state folder's C(logs/).
+  - The full machine-readable log is always kept under the state folder's C(logs/); O(progress_file) gets
+    the progress as it happens.
   - SIGINT and SIGTERM are passed on to Packer so that it removes what it started.
 seealso:
   - module: kiln.immutable.packer_template_info
@@ -185,11 +189,6 @@ packer_version:
   returned: always
   type: str
   sample: 1.6.6
-warnings:
-  description: Inputs kiln could not resolve and hashed as written.
-  returned: always
-  type: list
-  elements: str
 cmd:
   description: The Packer command run, sensitive values masked.
   returned: when a build ran, and on failure
@@ -209,43 +208,21 @@ stderr:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kiln.immutable.plugins.module_utils.build.flow import (
     BuildRequest,
     module_variables,
     run,
 )
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.common.files import line_appender
+from ansible_collections.kiln.immutable.plugins.module_utils.common.module import KilnModule
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            template=dict(type="path", required=True),
-            image=dict(type="str"),
-            variables=dict(type="dict", default={}),
-            sensitive_variables=dict(type="dict", default={}, no_log=True),
-            var_files=dict(type="list", elements="path", default=[]),
-            only=dict(type="list", elements="str", default=[]),
-            # "except" is Packer's name; Python cannot use it as an identifier, hence the dict key
-            **{"except": dict(type="list", elements="str", default=[])},
-            force=dict(type="bool", default=False),
-            catalog=dict(type="path"),
-            packer_path=dict(type="path"),
-            timeout=dict(type="int", default=3600),
-            on_error=dict(type="str", choices=["cleanup", "abort"], default="cleanup"),
-            capture_packages=dict(type="bool", default=True),
-        ),
-        mutually_exclusive=[("only", "except")],
-        supports_check_mode=True,
-    )
+def bake(module: KilnModule) -> dict:
     p = module.params
     if p["timeout"] < 0:
-        module.fail_json(msg=f"timeout must be 0 (no limit) or more seconds, got {p['timeout']}")
-    try:
-        variables, secrets = module_variables(p["template"], p["variables"], p["sensitive_variables"])
-    except KilnError as exc:
-        module.fail_json(**exc.fail_kwargs())
+        raise KilnError(f"timeout must be 0 (no limit) or more seconds, got {p['timeout']}")
+    variables, secrets = module_variables(p["template"], p["variables"], p["sensitive_variables"])
     module.no_log_values.update(secrets)
     request = BuildRequest(
         template=p["template"],
@@ -261,11 +238,31 @@ def main() -> None:
         on_error=p["on_error"],
         capture_packages=p["capture_packages"],
     )
-    try:
-        result = run(request, check_mode=module.check_mode)
-    except KilnError as exc:
-        module.fail_json(**exc.fail_kwargs())
-    module.exit_json(**result)
+    progress = line_appender(p["progress_file"]) if p["progress_file"] else None
+    return run(request, check_mode=module.check_mode, on_progress=progress)
+
+
+def main() -> None:
+    module = KilnModule(
+        argument_spec=dict(
+            template=dict(type="path", required=True),
+            image=dict(type="str"),
+            variables=dict(type="dict", default={}),
+            sensitive_variables=dict(type="dict", default={}, no_log=True),
+            var_files=dict(type="list", elements="path", default=[]),
+            only=dict(type="list", elements="str", default=[]),
+            # "except" is Packer's name; Python cannot use it as an identifier, hence the dict key
+            **{"except": dict(type="list", elements="str", default=[])},
+            force=dict(type="bool", default=False),
+            packer_path=dict(type="path"),
+            timeout=dict(type="int", default=3600),
+            on_error=dict(type="str", choices=["cleanup", "abort"], default="cleanup"),
+            capture_packages=dict(type="bool", default=True),
+            progress_file=dict(type="path"),
+        ),
+        mutually_exclusive=[("only", "except")],
+    )
+    module.run(lambda: bake(module))
 
 
 if __name__ == "__main__":

@@ -143,13 +143,26 @@ packer_version:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kiln.immutable.plugins.module_utils.build.flow import module_variables, template_info
-from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.common.module import KilnModule
+
+
+def describe(module: KilnModule) -> dict:
+    p = module.params
+    variables, secrets = module_variables(p["template"], p["variables"], p["sensitive_variables"])
+    module.no_log_values.update(secrets)
+    info = template_info(
+        p["template"],
+        variables,
+        p["var_files"],
+        validate_with_packer=p["validate"],
+        packer_path=p["packer_path"],
+    )
+    return {"changed": False, **info}
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = KilnModule(
         argument_spec=dict(
             template=dict(type="path", required=True),
             variables=dict(type="dict", default={}),
@@ -158,22 +171,9 @@ def main() -> None:
             packer_path=dict(type="path"),
             validate=dict(type="bool", default=False),
         ),
-        supports_check_mode=True,
+        catalog=False,
     )
-    p = module.params
-    try:
-        variables, secrets = module_variables(p["template"], p["variables"], p["sensitive_variables"])
-        module.no_log_values.update(secrets)
-        result = template_info(
-            p["template"],
-            variables,
-            p["var_files"],
-            validate_with_packer=p["validate"],
-            packer_path=p["packer_path"],
-        )
-    except KilnError as exc:
-        module.fail_json(**exc.fail_kwargs())
-    module.exit_json(changed=False, **result)
+    module.run(lambda: describe(module))
 
 
 if __name__ == "__main__":

@@ -429,75 +429,38 @@ duration_s:
   type: float
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kiln.immutable.plugins.module_utils.common import aws
-from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
+from ansible_collections.kiln.immutable.plugins.module_utils.common.module import KilnModule, dataclass_spec
 from ansible_collections.kiln.immutable.plugins.module_utils.deploy import rolling_replace
-
-HEALTH_SPEC = dict(
-    type=dict(type="str", choices=["http", "tcp", "command"], default="http"),
-    path=dict(type="str", default="/healthz"),
-    status=dict(type="list", elements="int", default=[200]),
-    command=dict(type="list", elements="str", default=[]),
-    interval=dict(type="float", default=1.0),
-    timeout=dict(type="float", default=2.0),
-    healthy_threshold=dict(type="int", default=2),
-    unhealthy_threshold=dict(type="int", default=3),
-    warmup=dict(type="float", default=0),
-    deadline=dict(type="float", default=60),
-)
+from ansible_collections.kiln.immutable.plugins.module_utils.deploy.backends import LOAD_BALANCERS, PROVIDERS
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout.health import PROBE_TYPES, HealthCheck
+from ansible_collections.kiln.immutable.plugins.module_utils.rollout.options import STRATEGIES, RolloutOptions
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = KilnModule(
         argument_spec=dict(
             group=dict(type="str", required=True),
             version=dict(type="str"),
             channel=dict(type="str"),
             image=dict(type="str"),
-            catalog=dict(type="path"),
-            size=dict(type="int"),
-            batch_size=dict(type="raw", default=1),
-            max_surge=dict(type="raw"),
-            min_healthy_percentage=dict(type="int", default=100),
-            max_failures=dict(type="raw", default=0),
-            auto_rollback=dict(type="bool", default=True),
-            checkpoints=dict(type="list", elements="int", default=[]),
-            checkpoint_delay=dict(type="float", default=0),
-            drain_timeout=dict(type="float", default=30),
-            parallel=dict(type="int"),
-            strategy=dict(type="str", choices=["rolling", "canary", "blue_green"], default="rolling"),
-            steps=dict(type="list", elements="dict", default=[]),
-            bake_time=dict(type="float", default=0),
-            max_error_rate=dict(type="raw"),
-            max_latency_ratio=dict(type="float"),
-            min_requests=dict(type="int", default=100),
-            preview_percent=dict(type="int", default=10),
-            rollback_window=dict(type="float", default=0),
-            health=dict(type="dict", default={}, options=HEALTH_SPEC),
-            provider=dict(type="str", choices=["docker", "aws"], default="docker"),
+            **dataclass_spec(RolloutOptions, strategy={"choices": list(STRATEGIES)}),
+            health=dict(
+                type="dict",
+                default={},
+                options=dataclass_spec(HealthCheck, type={"choices": list(PROBE_TYPES)}),
+            ),
+            provider=dict(type="str", choices=list(PROVIDERS), default=PROVIDERS[0]),
             provider_options=dict(type="dict", default={}),
-            load_balancer=dict(type="str", choices=["haproxy", "aws", "none"], default="haproxy"),
+            load_balancer=dict(type="str", choices=list(LOAD_BALANCERS), default=LOAD_BALANCERS[0]),
             load_balancer_options=dict(type="dict", default={}),
             **aws.argument_spec(),
         ),
         mutually_exclusive=[("version", "channel"), ("profile", "access_key"), ("profile", "session_token")],
         required_one_of=[("version", "channel")],
         required_by={"channel": "image"},
-        supports_check_mode=True,
     )
-    try:
-        result = rolling_replace.execute(module.params, check=module.check_mode)
-    except KilnError as exc:
-        module.fail_json(**exc.fail_kwargs())
-    if not module._diff:
-        result.pop("diff", None)
-    message = rolling_replace.failure_message(result)
-    if message:
-        module.fail_json(msg=message, **result)
-    if result["status"] == "partial":
-        module.warn(f"slot(s) {result['failed_slots']} kept their previous version: the new instance failed")
-    module.exit_json(**result)
+    module.run(lambda: rolling_replace.module_result(module.params, check=module.check_mode))
 
 
 if __name__ == "__main__":

@@ -269,11 +269,10 @@ def build(
 ) -> Outcome:
     """Bake the image and register its version; BuildError (nothing recorded, nothing left) on failure."""
     started = time.monotonic()
-    progress = _progress_sink(on_progress)
     cleaned = leftovers.clean()  # what an earlier build killed with kiln left behind
     for sentence in cleaned:
-        if progress:
-            progress(sentence)
+        if on_progress:
+            on_progress(sentence)
     name = catalog.reserve_version(p.image)
     log_path = os.path.join(state_dir(), "logs", f"{p.image}-{name}-{time.strftime('%Y%m%dT%H%M%S')}.log")
     result: packer.RunResult | None = None
@@ -292,7 +291,7 @@ def build(
                         cwd=p.template.path,
                         log_path=log_path,
                         timeout_s=p.request.timeout_s,
-                        on_progress=progress,
+                        on_progress=on_progress,
                         secrets=p.secrets,
                         check=False,
                         record=record,
@@ -365,21 +364,6 @@ def _packer_args(p: Plan, name: str) -> Iterator[list[str]]:
     sensitive = [n for n, var in p.template.variables.items() if var.sensitive]
     with packer.var_args(explicit, var_files, sensitive) as args:
         yield [*args, *packer.filter_args(only)]
-
-
-def _progress_sink(callback: Callable[[str], None] | None) -> Callable[[str], None] | None:
-    """The caller's callback, plus the file named by $KILN_BUILD_PROGRESS (what `invoke build` tails)."""
-    path = os.environ.get("KILN_BUILD_PROGRESS")
-    if not path:
-        return callback
-
-    def sink(text: str) -> None:
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(text.rstrip("\n") + "\n")
-        if callback:
-            callback(text)
-
-    return sink
 
 
 # ------------------------------------------------------------------------------------------------ staging

@@ -98,6 +98,14 @@ class Policy:
         return cls.from_dict(data, source=path)
 
     @classmethod
+    def locate(cls, path: str | None) -> Policy | None:
+        """The policy at ``path``, else at ``$KILN_POLICY``; None when neither is set (no rules)."""
+        import os
+
+        path = path or os.environ.get("KILN_POLICY")
+        return cls.load(path) if path else None
+
+    @classmethod
     def from_dict(cls, data: Any, source: str = "<policy>") -> Policy:
         if not isinstance(data, dict) or not isinstance(data.get("channels"), dict):
             raise PolicyError(f"promotion policy {source}: needs a 'channels' mapping at the top")

@@ -1,6 +1,7 @@
 # Copyright: kiln developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Files written so that a reader, or a re-run after SIGKILL, sees the old content or the new, never half."""
+"""Files written so that a reader, or a re-run after SIGKILL, sees the old content or the new, never half;
+progress files that a terminal follows line by line."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 
@@ -48,6 +50,18 @@ def write_json_atomic(path: str, doc: Any) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def line_appender(path: str) -> Callable[[str], None]:
+    """A callback that appends each text it gets to ``path`` as one line, for a terminal to follow."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+
+    def append(text: str) -> None:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(text.rstrip("\n") + "\n")
+
+    return append
 
 
 def private_file(path: str) -> None:

@@ -14,19 +14,16 @@ from typing import Any
 
 from ..catalog.catalog import Catalog, CatalogError
 from ..common.aws import OPTION_NAMES as AWS_OPTION_NAMES
-from ..common.aws import AWSSettings
-from ..common.files import private_dirs
+from ..common.files import line_appender, private_dirs
 from ..observe import report
 from ..rollout.engine import Rollout
 from ..rollout.health import HealthCheck, Prober, probe_once, with_backend_health
-from ..rollout.interfaces import NullLoadBalancer
 from ..rollout.interrupt import StopRequest, stop_when_asked
 from ..rollout.journal import SharedJournal
 from ..rollout.lock import LeaseLock
 from ..rollout.options import RolloutError, RolloutOptions, check_deployable
+from .backends import LOAD_BALANCERS, PROVIDERS, build_backends
 
-PROVIDERS = ("docker", "aws")
-LOAD_BALANCERS = ("haproxy", "aws", "none")
 OPTION_NAMES = tuple(RolloutOptions.__dataclass_fields__)
 FAILED = ("rolled_back", "failed")
 
@@ -54,37 +51,6 @@ def resolve_target(catalog: Catalog, version: str | None, channel: str | None, i
     return target
 
 
-def build_backends(
-    group: str,
-    provider: str,
-    provider_options: dict[str, Any] | None,
-    load_balancer: str,
-    load_balancer_options: dict[str, Any] | None,
-    catalog_path: str | None,
-    aws_options: dict[str, Any] | None = None,
-) -> tuple[Any, Any]:
-    """The provider and load balancer named by the module's options (``aws_options``: region, keys, ...)."""
-    if provider not in PROVIDERS:
-        raise RolloutError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
-    if load_balancer not in LOAD_BALANCERS:
-        raise RolloutError(f"load_balancer must be one of {', '.join(LOAD_BALANCERS)}, got {load_balancer!r}")
-    if "aws" in (provider, load_balancer):
-        from . import aws_environment
-
-        settings = AWSSettings.from_options(aws_options)
-    if "docker" == provider or "haproxy" == load_balancer:
-        from . import docker_environment
-    if provider == "aws":
-        prov = aws_environment.provider(settings, provider_options)
-    else:
-        prov = docker_environment.provider(provider_options)
-    if load_balancer == "none":
-        return prov, NullLoadBalancer()
-    if load_balancer == "aws":
-        return prov, aws_environment.load_balancer(settings, group, load_balancer_options)
-    return prov, docker_environment.load_balancer(group, load_balancer_options, catalog_path)
-
-
 def backend_checks(target: Any, *backends: Any) -> None:
     """Each backend's own refusal of ``target`` (``check(version)``: unknown group, AMI missing, ...)."""
     for backend in backends:
@@ -105,11 +71,12 @@ class ProgressLog:
     def __init__(self, path: str):
         self.path = path
         private_dirs(os.path.dirname(path))
+        self._append = line_appender(path)
 
     def __call__(self, event: dict[str, Any]) -> None:
         fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "at", "event"))
-        with contextlib.suppress(OSError), open(self.path, "a") as handle:  # a full disk: the journal says so
-            handle.write(f"{event['at']} {event['event']} {fields}\n")
+        with contextlib.suppress(OSError):  # a full disk: the journal says so
+            self._append(f"{event['at']} {event['event']} {fields}")
 
 
 def execute(
@@ -127,9 +94,9 @@ def execute(
         if provider is None:
             provider, built_lb = build_backends(
                 group,
-                params.get("provider") or "docker",
+                params.get("provider") or PROVIDERS[0],
                 params.get("provider_options"),
-                params.get("load_balancer") or "haproxy",
+                params.get("load_balancer") or LOAD_BALANCERS[0],
                 params.get("load_balancer_options"),
                 params.get("catalog"),
                 {k: params.get(k) for k in AWS_OPTION_NAMES},
@@ -167,6 +134,19 @@ def execute(
         "before": {s: v for s, v in result["before"].items() if s in touched},
         "after": {s: v for s, v in result["after"].items() if s in touched},
     }
+    return result
+
+
+def module_result(params: dict[str, Any], check: bool) -> dict[str, Any]:
+    """The module's result; a roll-out that did not reach its target raises, carrying the result."""
+    result = execute(params, check)
+    message = failure_message(result)
+    if message:
+        raise RolloutError(message, **result)
+    if result["status"] == "partial":
+        result["warnings"] = [
+            f"slot(s) {result['failed_slots']} kept their previous version: the new instance failed"
+        ]
     return result
 
 
