@@ -26,13 +26,18 @@ def _env(c) -> dict:
         "KILN_STATE_DIR": str(state),
         "KILN_CATALOG": _utils("common.paths").catalog_location(c.kiln.catalog, str(state)),
         "KILN_ROOT": str(ROOT),
-        "KILN_POLICY": _policy_path(c),  # its signing section decides whether events are signed
+        # its signing section decides whether events are signed; no policy file: no rules
+        **({"KILN_POLICY": policy} if (policy := _policy_path(c)) else {}),
     }
 
 
-def _policy_path(c) -> str:
-    """The promotion policy: $KILN_POLICY, else policy.yml of the inventory."""
-    return os.environ.get("KILN_POLICY") or str(ROOT / c.kiln.inventory / "policy.yml")
+def _policy_path(c) -> str | None:
+    """The promotion policy: $KILN_POLICY, else policy.yml beside the inventory (a folder or a file)."""
+    if os.environ.get("KILN_POLICY"):
+        return os.environ["KILN_POLICY"]
+    inventory = ROOT / c.kiln.inventory
+    beside = (inventory if inventory.is_dir() else inventory.parent) / "policy.yml"
+    return str(beside) if beside.is_file() else None
 
 
 def _playbook(c, name: str, extra_vars: dict | None = None, check: bool = False, follow: dict | None = None):
