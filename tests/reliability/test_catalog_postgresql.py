@@ -113,7 +113,10 @@ def test_the_server_stopped_in_the_middle_of_a_promotion(monkeypatch):
 
 
 def _invoke(location: str, state: Path, *args: str) -> str:
-    env = {**os.environ, "KILN_CATALOG": location, "KILN_STATE_DIR": str(state)}
+    # The catalogs here are made unsigned: a policy without signing, not the local one (which signs).
+    policy = state / "unsigned-policy.yml"
+    policy.write_text("channels: {}\n")
+    env = {**os.environ, "KILN_CATALOG": location, "KILN_STATE_DIR": str(state), "KILN_POLICY": str(policy)}
     result = subprocess.run(
         [str(Path(sys.executable).parent / "invoke"), *args],
         cwd=ROOT,
