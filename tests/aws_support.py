@@ -57,16 +57,9 @@ def moto_server() -> Iterator[dict[str, str]]:
         "AWS_REGION": REGION,
         "AWS_DEFAULT_REGION": REGION,
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
         yield env
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         server.stop()
 
 

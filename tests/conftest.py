@@ -7,7 +7,7 @@ import os
 import tempfile
 
 import pytest
-from rollout_fixtures import rollout_world  # noqa: F401
+from rollout_fixtures import _rollout_session, rollout_world  # noqa: F401
 
 # --- Roll-out locks are machine-wide (rollout/lock.py). Each test process (every xdist worker, another
 # checkout's run) takes a lock folder of its own, also for what runs at collection time, so fake groups
@@ -91,8 +91,17 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def aws_env():
+def _aws_server():
     from aws_support import moto_server
 
     with moto_server() as env:
         yield env
+
+
+@pytest.fixture
+def aws_env(_aws_server, monkeypatch):
+    """The SDK's (and Packer's) environment pointed at the session's moto server, for this test only: a
+    Docker build later in the same worker must not see AWS_ENDPOINT_URL."""
+    for key, value in _aws_server.items():
+        monkeypatch.setenv(key, value)
+    return _aws_server

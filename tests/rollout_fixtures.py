@@ -10,6 +10,7 @@ balancer) is removed at the end, and so are the images the session built.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -81,8 +82,23 @@ def _build(env: dict[str, str], image: str, variables: dict[str, str], force: bo
         pytest.fail(str(exc))
 
 
+@contextlib.contextmanager
+def _environ(**values: str):
+    """``os.environ`` with ``values`` set for the block, as it was afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
-def rollout_world(tmp_path_factory) -> Any:
+def _rollout_session(tmp_path_factory) -> Any:
     try:
         docker_api.client()
     except Exception as exc:  # no engine on this machine
@@ -92,44 +108,50 @@ def rollout_world(tmp_path_factory) -> Any:
     repo = unique("kt")
     world = RolloutWorld(state=state, env=env, repo=repo)
     built: list[str] = []
-    saved = {k: os.environ.get(k) for k in ("KILN_STATE_DIR", "KILN_CATALOG")}
-    os.environ.update(KILN_STATE_DIR=env["KILN_STATE_DIR"], KILN_CATALOG=env["KILN_CATALOG"])
+    # In-process calls (engine_rollout, docker_environment) find the session's state and catalog here; only
+    # while the session's own code runs, so that other tests of the same worker keep theirs.
+    session_env = {"KILN_STATE_DIR": env["KILN_STATE_DIR"], "KILN_CATALOG": env["KILN_CATALOG"]}
     try:
-        reuse = os.environ.get("KILN_TEST_ROLLOUT_CATALOG")
-        if reuse:
-            # Iterating on these tests: a catalog that already holds lb/1, web/1, web/2, web/3 (unhealthy),
-            # web/4 (errors) and web/5 (slow).
-            shutil.copy(reuse, env["KILN_CATALOG"])
-            refs = ("lb", "lb/1"), ("good", "web/1"), ("next", "web/2"), ("bad", "web/3")
-            for key, ref in (*refs, ("errors", "web/4"), ("slow", "web/5")):
-                world.versions[key] = world.resolve(ref)
-        else:
-            web = {"repository": f"{repo}/web"}
-            world.versions["lb"] = _build(env, "lb", {"repository": f"{repo}/lb"})
-            world.versions["good"] = _build(env, "web", web)
-            world.versions["next"] = _build(env, "web", web, force=True)
-            world.versions["bad"] = _build(env, "web", {**web, "fault": "unhealthy"})
-            world.versions["errors"] = _build(env, "web", {**web, "fault": "errors"})
-            world.versions["slow"] = _build(env, "web", {**web, "fault": "slow"})
-            built = [v.artifacts["docker"]["image_id"] for v in world.versions.values()]
+        with _environ(**session_env):
+            reuse = os.environ.get("KILN_TEST_ROLLOUT_CATALOG")
+            if reuse:
+                # Iterating on these tests: a catalog that already holds lb/1, web/1, web/2,
+                # web/3 (unhealthy), web/4 (errors) and web/5 (slow).
+                shutil.copy(reuse, env["KILN_CATALOG"])
+                refs = ("lb", "lb/1"), ("good", "web/1"), ("next", "web/2"), ("bad", "web/3")
+                for key, ref in (*refs, ("errors", "web/4"), ("slow", "web/5")):
+                    world.versions[key] = world.resolve(ref)
+            else:
+                web = {"repository": f"{repo}/web"}
+                world.versions["lb"] = _build(env, "lb", {"repository": f"{repo}/lb"})
+                world.versions["good"] = _build(env, "web", web)
+                world.versions["next"] = _build(env, "web", web, force=True)
+                world.versions["bad"] = _build(env, "web", {**web, "fault": "unhealthy"})
+                world.versions["errors"] = _build(env, "web", {**web, "fault": "errors"})
+                world.versions["slow"] = _build(env, "web", {**web, "fault": "slow"})
+                built = [v.artifacts["docker"]["image_id"] for v in world.versions.values()]
         yield world
     finally:
-        for group in world.groups:
-            try:
-                docker_environment.down(group)
-            except Exception as exc:  # keep cleaning the others
-                print(f"cleanup of group {group} failed: {exc}", file=sys.stderr)
-        provider.settle()  # containers terminated in the background are gone before their images
-        for image in built:
-            try:
-                docker_api.client().images.remove(image, force=True)
-            except Exception as exc:
-                print(f"cleanup of image {image} failed: {exc}", file=sys.stderr)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        with _environ(**session_env):
+            for group in world.groups:
+                try:
+                    docker_environment.down(group)
+                except Exception as exc:  # keep cleaning the others
+                    print(f"cleanup of group {group} failed: {exc}", file=sys.stderr)
+            provider.settle()  # containers terminated in the background are gone before their images
+            for image in built:
+                try:
+                    docker_api.client().images.remove(image, force=True)
+                except Exception as exc:
+                    print(f"cleanup of image {image} failed: {exc}", file=sys.stderr)
+
+
+@pytest.fixture
+def rollout_world(_rollout_session: RolloutWorld) -> Any:
+    """The session's images and catalog; its state folder and catalog are in the environment for the test."""
+    world = _rollout_session
+    with _environ(KILN_STATE_DIR=world.env["KILN_STATE_DIR"], KILN_CATALOG=world.catalog_path):
+        yield world
 
 
 def engine_rollout(world: RolloutWorld, group: str, key: str, health: dict | None = None, **options: Any):
