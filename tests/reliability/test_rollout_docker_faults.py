@@ -150,6 +150,9 @@ def test_an_interrupted_playbook_stops_its_rollout_at_a_safe_point_and_the_next_
         # The module heard the signal itself, or saw ansible-playbook exit (when in another session).
         assert stop["in_service"] == 4
         assert stop["reason"] == sig.name or "exited" in stop["reason"], stop
+        # The old instance of the slot replaced last is out of service and SIGTERMed; the module, in its own
+        # session, reaps it on its way out. A half-added instance would stay: it fails the wait below.
+        _wait_for(lambda: len(snapshot(group)["instances"]) == 4, 30, "the replaced instance to be reaped")
         left = snapshot(group)
         assert sorted(slot for _, slot, *_ in left["instances"]) == [0, 1, 2, 3], left  # nothing half-added
         assert set(left["servers"].values()) == {"ready"}, left
