@@ -160,8 +160,13 @@ def test_unreachable_docker_is_named(state):
     env["KILN_STATE_DIR"] = str(state)
     args = json.dumps({"template": str(FIXTURES / "tiny")})
     done = subprocess.run(
-        [sys.executable, "-c", RUNNER, args], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", RUNNER, args, str(state / "progress.log")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
+    assert done.stdout, done.stderr
     outcome = json.loads(done.stdout)
     assert outcome["error"] == "DockerUnavailable"
     assert "apt-get install docker.io" in outcome["msg"]
