@@ -119,6 +119,17 @@ class AutoScalingProvider:
         pages = self.ec2.get_paginator("describe_instances").paginate(**filters)
         return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
+    def _in_other_groups(self, instance_ids: list[str]) -> set[str]:
+        """Those of ``instance_ids`` that belong to an Auto Scaling group other than this one."""
+        found = []
+        for start in range(0, len(instance_ids), 50):  # the API takes at most 50 ids a call
+            found += aws.call(
+                "describing instances in Auto Scaling groups",
+                self.autoscaling.describe_auto_scaling_instances,
+                InstanceIds=instance_ids[start : start + 50],
+            )["AutoScalingInstances"]
+        return {i["InstanceId"] for i in found if i.get("AutoScalingGroupName") != self.asg_name}
+
     def _versions_of_images(self, image_ids: set[str]) -> dict[str, str]:
         missing = sorted(image_ids - set(self._image_versions))
         if missing:
@@ -171,8 +182,11 @@ class AutoScalingProvider:
         # Instances kiln launched for the group but never attached (a crash in between) are reported
         # stopped, so the engine terminates them: nothing may run outside the group.
         tagged = self._describe_instances(Filters=[{"Name": f"tag:{TAG_GROUP}", "Values": [group]}])
+        outside = sorted(i["InstanceId"] for i in tagged if i["InstanceId"] not in members)
+        elsewhere = self._in_other_groups(outside)  # another ASG that uses the same kiln group name
         for inst in tagged:
-            found.setdefault(inst["InstanceId"], inst)
+            if inst["InstanceId"] not in elsewhere:
+                found.setdefault(inst["InstanceId"], inst)
         found = {k: v for k, v in found.items() if v["State"]["Name"] not in _GONE}
         versions = self._versions_of_images({i["ImageId"] for i in found.values()})
         out: list[Instance] = []
