@@ -17,7 +17,9 @@ os.environ["KILN_LOCK_DIR"] = tempfile.mkdtemp(prefix="kiln-test-locks-")
 # --- Running at once (pytest-xdist, `-n 2 --dist loadgroup` in .ci/run): the roll-out tests share one set
 # of built images and measure requests through HAProxy, so they run in one worker, one after the other;
 # the conventions test (ansible-test sanity, ansible-lint) is the longest single test and starts first
-# in a worker of its own, and everything else fills the workers.
+# in a worker of its own; every other integration or reliability file runs in one worker, in order, so
+# its module-scoped fixtures (a pipeline world, a built image) are made once and its tests see them in
+# the order they are written; unit tests fill the workers one by one.
 GROUPS = {"rollout_world": "docker-rollouts"}
 
 
@@ -36,6 +38,8 @@ def pytest_collection_modifyitems(config, items):
         group = next((g for fixture, g in GROUPS.items() if fixture in item.fixturenames), None)
         if item.path.name == "test_conventions.py":
             group = "conventions"
+        elif group is None and item.path.parent.name in ("integration", "reliability"):
+            group = f"file:{item.path.parent.name}/{item.path.name}"
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
     # Longest first: the conventions, then the roll-out group, so neither is left for the end alone.
