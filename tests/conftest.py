@@ -14,19 +14,13 @@ from rollout_fixtures import _rollout_session, rollout_world  # noqa: F401
 # of the same name never meet; runners started by one test share its folder, as on one machine.
 os.environ["KILN_LOCK_DIR"] = tempfile.mkdtemp(prefix="kiln-test-locks-")
 
-# --- Running at once (pytest-xdist, `-n 2 --dist loadgroup` in .ci/run): the roll-out tests share one set
-# of built images and measure requests through HAProxy, so they run in one worker, one after the other;
-# the conventions test (ansible-test sanity, ansible-lint) is the longest single test and starts first
-# in a worker of its own; every other integration or reliability file runs in one worker, in order, so
-# its module-scoped fixtures (a pipeline world, a built image) are made once and its tests see them in
-# the order they are written; unit tests fill the workers one by one.
-GROUPS = {"rollout_world": "docker-rollouts"}
 
-
+# --- Running at once (pytest-xdist, `-n 2 --dist loadfile` in .ci/run): each file runs in one worker, in
+# order, so its module-scoped fixtures (a pipeline world, a built image) are made once and its tests see
+# them in the order they are written. The conventions test (ansible-test sanity, ansible-lint) and the
+# files of Docker roll-outs are the longest, so they start first.
 def pytest_collection_modifyitems(config, items):
     import os
-
-    import pytest
 
     # A test that restarts the machine's dockerd runs only when asked to, in a run of its own.
     if os.environ.get("KILN_TEST_DOCKERD_RESTART") != "1":
@@ -34,22 +28,9 @@ def pytest_collection_modifyitems(config, items):
         if restarts:
             config.hook.pytest_deselected(items=restarts)
             items[:] = [item for item in items if item not in restarts]
-    for item in items:
-        group = next((g for fixture, g in GROUPS.items() if fixture in item.fixturenames), None)
-        if item.path.name == "test_conventions.py":
-            group = "conventions"
-        elif group is None and item.path.parent.name in ("integration", "reliability"):
-            group = f"file:{item.path.parent.name}/{item.path.name}"
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
-    # Longest first: the conventions, then the roll-out group, so neither is left for the end alone.
-    order = {"conventions": 0, "docker-rollouts": 1}
-    items.sort(key=lambda item: order.get(_group(item), 2))
-
-
-def _group(item) -> str | None:
-    marker = item.get_closest_marker("xdist_group")
-    return marker.args[0] if marker and marker.args else None
+    first = {item.path for item in items if item.path.name == "test_conventions.py"}
+    rollouts = {item.path for item in items if "rollout_world" in item.fixturenames}
+    items.sort(key=lambda item: 0 if item.path in first else 1 if item.path in rollouts else 2)
 
 
 # --- The catalog's stores (tests/postgres_support.py): one throwaway PostgreSQL cluster per session,
