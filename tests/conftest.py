@@ -71,7 +71,7 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
-# --- The local AWS API (tests/aws_support.py): one moto server per session, stopped afterwards.
+# --- The local AWS API (tests/aws_support.py): one moto server per session, reset for each test file.
 import pytest  # noqa: E402
 
 
@@ -83,10 +83,21 @@ def _aws_server():
         yield env
 
 
+@pytest.fixture(scope="module")
+def _aws_account(_aws_server):
+    """A fresh account for each test file: AMI names (kiln-web-1) are unique within one."""
+    import urllib.request
+
+    if "AWS_ENDPOINT_URL" in _aws_server:  # moto's own reset; never against a real account
+        request = urllib.request.Request(f"{_aws_server['AWS_ENDPOINT_URL']}/moto-api/reset", method="POST")
+        urllib.request.urlopen(request, timeout=10).close()
+    return _aws_server
+
+
 @pytest.fixture
-def aws_env(_aws_server, monkeypatch):
+def aws_env(_aws_account, monkeypatch):
     """The SDK's (and Packer's) environment pointed at the session's moto server, for this test only: a
     Docker build later in the same worker must not see AWS_ENDPOINT_URL."""
-    for key, value in _aws_server.items():
+    for key, value in _aws_account.items():
         monkeypatch.setenv(key, value)
-    return _aws_server
+    return _aws_account
