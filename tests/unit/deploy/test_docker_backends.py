@@ -75,7 +75,8 @@ def test_sessions_come_from_the_recorded_show_stat_csv():
 
 def test_the_configuration_has_an_admin_socket_and_lists_the_servers_in_service():
     text = config_text("/ready")
-    assert "stats socket /run/kiln/admin.sock mode 600 level admin" in text
+    # Each HAProxy container names its own socket (two run side by side while one replaces the other).
+    assert 'stats socket "/run/kiln/${KILN_LB_SOCKET}" mode 600 level admin' in text
     assert "option httpchk GET /ready" in text
     assert "\n    server " not in text and config_servers(text) == {}
     assert "option redispatch" in text and "option http-server-close" in text
