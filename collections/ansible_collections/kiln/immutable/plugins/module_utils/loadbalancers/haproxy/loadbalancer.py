@@ -658,5 +658,5 @@ def lb_container_name(group: str) -> str:
 def _started(container) -> str:
     """When the container last started, as text that sorts in time order (Docker trims the fraction)."""
     stamp = ((container.attrs.get("State") or {}).get("StartedAt") or "").rstrip("Z")
-    seconds, _, fraction = stamp.partition(".")
+    seconds, _dot, fraction = stamp.partition(".")
     return f"{seconds}.{fraction.ljust(9, '0')}"
