@@ -132,12 +132,13 @@ def _backend_counters(group: str) -> dict[str, int]:
     header = lines[0].lstrip("# ").split(",")
     fields = next(line for line in lines if line.startswith("app,BACKEND,")).split(",")
     row = dict(zip(header, fields, strict=False))
-    return {key: int(row[key] or 0) for key in ("hrsp_2xx", "hrsp_5xx", "eresp", "econ", "srv_abrt")}
+    return {key: int(row[key] or 0) for key in ("hrsp_5xx", "eresp", "econ", "srv_abrt")}
 
 
 def _long_rollout(world, drain_timeout: float):
-    """A group of two on the long version, rolled out to the good one with long requests on every old
-    server: (result, {old instance name: container id}, long requests, background load report)."""
+    """A group of two on the long version, rolled out to the good one while long requests are on every old
+    server and a background load goes on without a failed request: (group, roll-out result, {old instance
+    name: container id}, the long requests)."""
     group = world.group("drain")
     engine_rollout(world, group, "long", size=2, batch_size=2)
     address = docker_environment.load_balancer(group).address()
@@ -189,43 +190,40 @@ def test_long_requests_in_flight_complete_and_their_server_is_removed_after_them
         # ... which waited for its last request to end, and no longer than that: well inside the timeout.
         last = max(r.end for r in served)
         assert last <= terminated[name], (name, last % 100, terminated[name] % 100)
-        assert drained[name] - drain[name] < drain_timeout / 2, (name, drain[name], drained[name])
         waited = drained[name] - drain[name]
-        assert waited >= 0.9 * (last - drain[name]), (name, last % 100, drained[name] % 100)
+        assert 0.9 * (last - drain[name]) <= waited < drain_timeout / 2, (name, last % 100, waited)
 
     # HAProxy counted no long request as failed or aborted (its numbers are what analysis reads).
     counters = _backend_counters(group)
-    assert not any(counters[key] for key in ("hrsp_5xx", "eresp", "econ", "srv_abrt")), counters
+    assert not any(counters.values()), counters
 
 
 def test_a_drain_timeout_shorter_than_the_requests_cuts_them_at_the_timeout(rollout_world, long_version):
     world = rollout_world
-    drain_timeout = 1.5
+    drain_timeout = 1.0
     group, result, old, long = _long_rollout(world, drain_timeout)
     drain, drained = _by_instance(result, "drain"), _by_instance(result, "drained")
     requests = long.requests
     # How long a long request takes when nothing cuts it, measured here: those that ended with the page.
     duration = min(r.end - r.start for r in requests if r.body == _long_page(long_version))
-    assert duration > 2 * drain_timeout, _summary(requests)
+    assert duration > 4 * drain_timeout, _summary(requests)
 
     cut = [r for r in requests if r.error or r.status != 200]
     for name, container_id in old.items():
-        waited = drained[name] - drain[name]
-        # The roll-out waited the drain timeout for the server's requests, and about no longer ...
-        assert 1 <= waited / drain_timeout < 2, waited
-        # ... not for the requests: its drain ended before those in flight at its start would have ended.
-        # (Those with a quarter of the timeout still to go when it ended, so that none ends by itself just
-        # before the removal.)
-        left = [
+        # Requests on the server that, when its drain began, had more than twice the timeout still to go.
+        pending = [
             r
             for r in long.on(container_id)
-            if r.in_flight_at(drain[name]) and r.start + duration > drained[name] + drain_timeout / 4
+            if r.in_flight_at(drain[name]) and r.start + duration > drain[name] + 2 * drain_timeout
         ]
-        assert left, (name, drain[name] % 100, _summary(long.on(container_id)))
-        assert drained[name] < min(r.start + duration for r in left)
+        assert pending, (name, drain[name] % 100, _summary(long.on(container_id)))
+        # The roll-out waited the drain timeout for them, and about no longer: not until they ended.
+        waited = drained[name] - drain[name]
+        assert 1 <= waited / drain_timeout < 2, waited
+        assert drained[name] < min(r.start + duration for r in pending)
         # What kiln documents for what is left at the timeout: HAProxy cuts it when the server is removed.
         # The client had the status and the headers; the page stops short and the connection closes.
-        for r in left:
+        for r in pending:
             assert r in cut and r.status == 200 and r.error.startswith("IncompleteRead"), _summary([r])
             assert drained[name] <= r.end, (name, drained[name] % 100, _summary([r]))
     # Only those failed: each request that did was on an old server when its drain timed out.
