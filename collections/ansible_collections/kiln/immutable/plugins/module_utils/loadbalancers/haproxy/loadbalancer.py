@@ -375,6 +375,7 @@ class HAProxyLoadBalancer:
                 image,
                 name=self.holder_name,
                 entrypoint=["sleep", "infinity"],
+                stop_signal="SIGKILL",  # sleep has nothing to finish
                 detach=True,
                 labels={"kiln.lb": self.group, "kiln.lb.role": "address"},
                 user=f"{os.getuid()}:{os.getgid()}",
@@ -411,6 +412,7 @@ class HAProxyLoadBalancer:
                 tmpfs={"/tmp": "rw,size=8m"},
                 volumes={self.folder(): {"bind": SOCKET_DIR, "mode": "rw"}},
                 network_mode=f"container:{holder.id}",
+                stop_signal="SIGUSR1",  # docker stop is HAProxy's soft stop: its requests end first
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 restart_policy={"Name": "unless-stopped"},
