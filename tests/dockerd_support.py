@@ -147,7 +147,7 @@ class PrivateDockerd:
 
     def _log_tail(self, lines: int = 20) -> str:
         with contextlib.suppress(OSError), open(self.log, errors="replace") as handle:
-            return "".join(handle.readlines()[-lines:])
+            return "".join([line for line in handle if "module=grpc" not in line][-lines:])
         return ""
 
     # ------------------------------------------------------------------ images
@@ -234,7 +234,7 @@ class PrivateDockerd:
         # (dockerd, containerd, the shims) and dockerd's children (docker-proxy).
         runc = ["runc", "--root", os.path.join(self.exec_root, "runtime-runc", "moby")]
         for container in _run(*runc, "list", "-q").stdout.split():
-            _run(*runc, "kill", container, "KILL")
+            _run(*runc, "delete", "--force", container)  # kills it, then removes its cgroups and state
         for pid in self._processes():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
