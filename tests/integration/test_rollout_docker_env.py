@@ -1,14 +1,17 @@
-"""invoke up / down through their playbooks: a group's network and load balancer, then nothing left."""
+"""invoke up / down through their playbooks: a group's network and load balancer, a newer load balancer
+put in without a failed request, then nothing left."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import time
 
 import pytest
+from ansible_collections.kiln.immutable.plugins.module_utils.common import docker_api
 from ansible_collections.kiln.immutable.plugins.module_utils.deploy import docker_environment
-from rollout_fixtures import engine_rollout
-from rollout_support import playbook, task_results
+from rollout_fixtures import assert_converged, engine_rollout
+from rollout_support import LoadGenerator, build_version, playbook, task_results
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -73,7 +76,7 @@ def test_up_creates_a_load_balancer_and_down_removes_everything(rollout_world, t
     assert _get(created["address"], "/version") == (200, world.version("good").ref)
 
     planned = _result(playbook(world.env, "down", {}, check=True, inventory=inventory), down_task)
-    assert planned["changed"] is True and len(planned["removed"]["containers"]) == 3
+    assert planned["changed"] is True and len(planned["removed"]["containers"]) == 4  # lb, its address, 2
     assert len(docker_environment.status(group)["instances"]) == 2  # check mode removed nothing
 
     removed = _result(playbook(world.env, "down", {}, inventory=inventory), down_task)
@@ -83,3 +86,40 @@ def test_up_creates_a_load_balancer_and_down_removes_everything(rollout_world, t
     assert (status["network"], status["instances"], status["volumes"]) == (None, [], [])
     assert status["load_balancer"]["status"] == "absent"
     assert _result(playbook(world.env, "down", {}, inventory=inventory), down_task)["changed"] is False
+
+
+def test_up_replaces_an_outdated_load_balancer_without_a_failed_request(rollout_world, tmp_path):
+    world = rollout_world
+    group = world.group()
+    inventory = _inventory(tmp_path, group)
+    up_task = "Create the network and the load balancer"
+    engine_rollout(world, group, "good", size=2, batch_size=2)
+    before = docker_environment.status(group)["load_balancer"]
+    assert before["version"] == world.version("lb").ref
+
+    newer = build_version(world.env, "lb", {"repository": f"{world.repo}/lb"}, force=True)  # invoke build
+    try:
+        planned = _result(playbook(world.env, "up", {}, check=True, inventory=inventory), up_task)
+        assert planned["changed"] is True
+        assert docker_environment.status(group)["load_balancer"] == before  # check mode replaced nothing
+
+        with LoadGenerator(before["address"], rate=150) as load:
+            time.sleep(0.5)
+            replaced = _result(playbook(world.env, "up", {}, inventory=inventory), up_task)
+            time.sleep(0.5)
+        assert not load.report.failed, load.report.summary()
+        assert sum(load.report.bodies().values()) == load.report.total > 100
+
+        after = replaced["after"]["load_balancer"]
+        assert replaced["changed"] is True and after["version"] == newer.ref
+        assert (after["address"], after["servers"]) == (before["address"], before["servers"])
+        running = docker_api.client().containers.list(all=True, filters={"label": f"kiln.lb={group}"})
+        assert sorted(c.name for c in running) == [f"kiln-{group}-lb", f"kiln-{group}-lb-net"]
+        assert _result(playbook(world.env, "up", {}, inventory=inventory), up_task)["changed"] is False
+
+        # The new balancer is the group's: a roll-out drives its servers.
+        engine_rollout(world, group, "next", size=2, batch_size=1)
+        assert_converged(group, world.version("next").ref, 2)
+    finally:
+        docker_environment.down(group)
+        docker_api.client().images.remove(newer.artifacts["docker"]["image_id"], force=True)

@@ -76,3 +76,19 @@ def test_a_recreated_load_balancer_starts_with_the_servers_last_in_service(rollo
     _serving(lb.address(), timeout=15)
     assert _lb_findings(world, group) == []
     assert_converged(group, world.version("good").ref, 2)
+
+
+def test_a_restarted_address_holder_is_drift_until_up_starts_haproxy_in_it_again(rollout_world):
+    world = rollout_world
+    group = world.group()
+    engine_rollout(world, group, "good", size=2, batch_size=2)
+    lb = docker_environment.load_balancer(group)
+    # The holder comes back with a new network namespace; HAProxy is left in the old one, serving nobody.
+    subprocess.run(["docker", "restart", "-t", "0", lb.holder_name], check=True, capture_output=True)
+    findings = _lb_findings(world, group)
+    assert len(findings) == 2 and all("does not serve" in finding for finding in findings), findings
+
+    assert docker_environment.up(group)["changed"] is True
+    _serving(docker_environment.load_balancer(group).address(), timeout=15)
+    assert _lb_findings(world, group) == []
+    assert_converged(group, world.version("good").ref, 2)

@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
@@ -15,6 +16,7 @@ from ansible_collections.kiln.immutable.plugins.module_utils.loadbalancers.hapro
     HAProxyLoadBalancer,
     LoadBalancerError,
     RuntimeAPI,
+    _started,
     admin_state,
     config_servers,
     config_text,
@@ -75,7 +77,8 @@ def test_sessions_come_from_the_recorded_show_stat_csv():
 
 def test_the_configuration_has_an_admin_socket_and_lists_the_servers_in_service():
     text = config_text("/ready")
-    assert "stats socket /run/kiln/admin.sock mode 600 level admin" in text
+    # Each HAProxy container names its own socket (two run side by side while one replaces the other).
+    assert 'stats socket "/run/kiln/${KILN_LB_SOCKET}" mode 600 level admin' in text
     assert "option httpchk GET /ready" in text
     assert "\n    server " not in text and config_servers(text) == {}
     assert "option redispatch" in text and "option http-server-close" in text
@@ -247,3 +250,45 @@ def test_names_follow_the_shared_convention():
     assert volume_name("web-prod", 3) == "kiln-web-prod-3-data"
     assert HAProxyLoadBalancer("web-prod").container_name == "kiln-web-prod-lb"
     assert HAProxyLoadBalancer("web-prod").network == "kiln-web-prod"
+
+
+def _fake_container(id_: str, status: str, started: str, network_mode: str = "default"):
+    attrs = {"State": {"StartedAt": started}, "HostConfig": {"NetworkMode": network_mode}}
+    return SimpleNamespace(id=id_, status=status, attrs=attrs)
+
+
+def test_start_times_sort_in_time_order_although_docker_trims_their_fraction():
+    early = _fake_container("a", "running", "2026-12-01T10:00:00.123456789Z")
+    late = _fake_container("b", "running", "2026-12-01T10:00:00.5Z")  # as Docker writes .500000000
+    assert _started(early) < _started(late)
+    assert _started(_fake_container("c", "running", "2026-12-01T10:00:01Z")) > _started(late)
+
+
+@pytest.mark.parametrize(
+    ("haproxy", "holder", "serving"),
+    [
+        (("running", "10:00:02", "container:h1"), ("h1", "running", "10:00:01"), True),
+        # The holder started again after HAProxy: HAProxy is left in the holder's old network namespace.
+        (("running", "10:00:01", "container:h1"), ("h1", "running", "10:00:02"), False),
+        # The holder was recreated: a new container, HAProxy joined the old one.
+        (("running", "10:00:02", "container:h1"), ("h2", "running", "10:00:01"), False),
+        # A load balancer made before there was a holder publishes its own port.
+        (("running", "10:00:02", "kiln-web-test"), ("h1", "running", "10:00:01"), False),
+        (("exited", "10:00:02", "container:h1"), ("h1", "running", "10:00:01"), False),
+        (("running", "10:00:02", "container:h1"), None, False),
+    ],
+)
+def test_a_load_balancer_serves_only_inside_its_address_holders_current_network(
+    haproxy, holder, serving, monkeypatch
+):
+    lb = HAProxyLoadBalancer("web-test")
+    status, started, mode = haproxy
+    containers = {lb.container_name: _fake_container("p1", status, f"2026-12-01T{started}Z", mode)}
+    if holder is not None:
+        containers[lb.holder_name] = _fake_container(holder[0], holder[1], f"2026-12-01T{holder[2]}Z")
+    monkeypatch.setattr(lb, "_container", lambda name=None: containers.get(name or lb.container_name))
+    monkeypatch.setattr(lb, "_socket_path", lambda: "/nowhere/admin.sock")
+    assert lb.serving() is serving
+    if not serving:  # drift reads the servers: an error says why nobody is served
+        with pytest.raises(LoadBalancerError, match=r"does not serve: kiln-web-test-lb is not running"):
+            lb.servers()

@@ -10,11 +10,18 @@ short_description: Create or remove a group's local Docker environment - network
 version_added: 0.1.0
 description:
   - With O(state=present), creates the group's docker network C(kiln-<group>) and its load balancer, a
-    container C(kiln-<group>-lb) of the C(lb) image baked by kiln, published on 127.0.0.1. Instances are
-    added by a roll-out (M(kiln.immutable.rolling_replace)), which also creates this environment when missing.
+    container C(kiln-<group>-lb) of the C(lb) image baked by kiln, inside the network of
+    C(kiln-<group>-lb-net), which holds the group's address on 127.0.0.1. Instances are added by a
+    roll-out (M(kiln.immutable.rolling_replace)), which also creates this environment when missing.
   - With O(state=absent), removes the group's instances, its load balancer, its network and, unless
     O(keep_data=true), the data volumes of its slots.
-  - A load balancer already running is kept as it is (its servers are the live instances).
+  - A load balancer that serves the newest active version of its image is kept as it is (its servers are
+    the live instances). One that does not serve (stopped, or left outside a restarted
+    C(kiln-<group>-lb-net)) is started again with the servers last in service.
+  - One that runs an older image is replaced without a failed request - the new HAProxy starts beside
+    it on the same address with the same servers, and once they are all up the old one stops listening
+    and finishes its requests (HAProxy's soft stop). This takes the group's roll-out lock, so it is
+    refused while a roll-out of the group runs.
 author:
   - kiln developers (@kiln)
 extends_documentation_fragment:
@@ -88,7 +95,14 @@ before:
   sample:
     group: web-prod
     network: kiln-web-prod
-    load_balancer: {container: kiln-web-prod-lb, status: running, address: "127.0.0.1:8082", servers: {}}
+    load_balancer:
+      container: kiln-web-prod-lb
+      address_holder: kiln-web-prod-lb-net
+      status: running
+      serving: true
+      version: lb/2
+      address: "127.0.0.1:8082"
+      servers: {}
     instances: []
     volumes: [kiln-web-prod-0-data]
 after:
@@ -100,7 +114,7 @@ removed:
   returned: state=absent
   type: dict
   sample:
-    containers: [kiln-web-prod-lb, kiln-web-prod-0-3fa2c1]
+    containers: [kiln-web-prod-lb, kiln-web-prod-lb-net, kiln-web-prod-0-3fa2c1]
     volumes: [kiln-web-prod-0-data]
     networks: [kiln-web-prod]
 """

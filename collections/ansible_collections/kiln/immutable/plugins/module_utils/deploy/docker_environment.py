@@ -3,8 +3,10 @@
 """A group's local environment on Docker: its network and HAProxy load balancer; removal of everything.
 
 ``up`` creates what a roll-out needs before the first instance (the roll-out itself also does, through
-the ``prepare`` hooks); ``down`` removes the group's instances, load balancer, network and, unless
-kept, its data volumes. Both compute ``changed`` from what exists, so check mode is exact.
+the ``prepare`` hooks) and replaces a load balancer whose image is not the newest version without a
+failed request (under the group's roll-out lock, so no roll-out changes its servers meanwhile);
+``down`` removes the group's instances, load balancer, network and, unless kept, its data volumes.
+Both compute ``changed`` from what exists, so check mode is exact.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ..common import docker_api
 from ..common.docker_api import network_name
 from ..loadbalancers.haproxy.loadbalancer import HAProxyLoadBalancer, LoadBalancerError
 from ..providers.docker.provider import DockerProvider
+from ..rollout.lock import GroupLock
 from .backend_options import build as _build
 
 
@@ -55,8 +58,8 @@ def status(group: str, provider_options=None, load_balancer_options=None, catalo
     """What exists of the group: network, load balancer, instances, data volumes."""
     prov = provider(provider_options)
     lb = load_balancer(group, load_balancer_options, catalog)
-    container = lb._container()
-    running = container is not None and container.status == "running"
+    container, holder = lb._container(), lb._container(lb.holder_name)
+    serving = lb.serving()
     return {
         "group": group,
         "network": network_name(group)
@@ -65,8 +68,13 @@ def status(group: str, provider_options=None, load_balancer_options=None, catalo
         "load_balancer": {
             "container": lb.container_name if container is not None else None,
             "status": container.status if container is not None else "absent",
-            "address": lb.address() if running else None,
-            "servers": lb.servers() if running else {},
+            "address_holder": lb.holder_name if holder is not None else None,
+            "serving": serving,
+            "version": container.labels.get("kiln.version") or container.attrs.get("Image")
+            if container is not None
+            else None,
+            "address": lb.address() if serving else None,
+            "servers": lb.servers() if serving else {},
         },
         "instances": [
             {"name": i.name, "slot": i.slot, "version": i.version, "alive": i.alive, "probe": i.probe_address}
@@ -79,16 +87,20 @@ def status(group: str, provider_options=None, load_balancer_options=None, catalo
 def up(
     group: str, provider_options=None, load_balancer_options=None, check: bool = False, catalog=None
 ) -> dict[str, Any]:
-    """Create the group's network and load balancer unless they are there."""
+    """Create the group's network and load balancer unless they serve; replace an outdated load balancer."""
     prov = provider(provider_options)
     lb = load_balancer(group, load_balancer_options, catalog)
     before = status(group, provider_options, load_balancer_options, catalog)
-    changed = before["network"] is None or before["load_balancer"]["status"] != "running"
-    if changed:
-        lb.image_ref()  # a missing lb image is refused in check mode too
+    outdated = lb.outdated()  # a missing lb image is refused here, in check mode too
+    changed = before["network"] is None or not before["load_balancer"]["serving"] or outdated
     if changed and not check:
         prov.prepare(group)
-        lb.prepare(group)
+        lock = GroupLock(None, group)
+        lock.acquire()
+        try:
+            lb.upgrade()
+        finally:
+            lock.release()
     after = before if check else status(group, provider_options, load_balancer_options, catalog)
     return {
         "changed": changed,
@@ -110,24 +122,22 @@ def down(
     prov = provider(provider_options)
     lb = load_balancer(group, load_balancer_options, catalog)
     before = status(group, provider_options, load_balancer_options, catalog)
+    lb_containers = [
+        n for n in (before["load_balancer"]["container"], before["load_balancer"]["address_holder"]) if n
+    ]
     changed = bool(
-        before["network"]
-        or before["load_balancer"]["container"]
-        or before["instances"]
-        or (before["volumes"] and not keep_data)
+        before["network"] or lb_containers or before["instances"] or (before["volumes"] and not keep_data)
     )
     removed: dict[str, list[str]] = {"containers": [], "volumes": [], "networks": []}
     if changed and not check:
         # The load balancer goes first, so no client is sent to an instance being removed.
-        if lb.destroy():
-            removed["containers"].append(lb.container_name)
+        removed["containers"].extend(lb.destroy())
         gone = prov.destroy(group, keep_data=keep_data)
         for key, names in gone.items():
             removed[key].extend(names)
     elif changed:
         removed = {
-            "containers": [n for n in [before["load_balancer"]["container"]] if n]
-            + [i["name"] for i in before["instances"]],
+            "containers": lb_containers + [i["name"] for i in before["instances"]],
             "volumes": [] if keep_data else before["volumes"],
             "networks": [before["network"]] if before["network"] else [],
         }

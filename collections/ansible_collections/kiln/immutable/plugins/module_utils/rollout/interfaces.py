@@ -61,8 +61,9 @@ Conventions both sides keep:
   (after a crash mid-batch) and stopped ones (``alive`` False, empty ``probe_address``): the engine
   reconciles them.
 - The docker provider's names: network ``kiln-<group>``, data volume ``kiln-<group>-<slot>-data``,
-  instance ``kiln-<group>-<slot>-<6 hex>``, load balancer container ``kiln-<group>-lb`` (labels
-  ``kiln.lb=<group>``, never ``kiln.group``, so it is not an instance).
+  instance ``kiln-<group>-<slot>-<6 hex>``, load balancer container ``kiln-<group>-lb`` and its
+  address holder ``kiln-<group>-lb-net`` (labels ``kiln.lb=<group>``, never ``kiln.group``, so they are
+  not instances).
 """
 
 from __future__ import annotations

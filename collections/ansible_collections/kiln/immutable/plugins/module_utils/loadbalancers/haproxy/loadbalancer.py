@@ -2,20 +2,34 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """A group's load balancer: one HAProxy container, driven over HAProxy's runtime API.
 
-The container runs the ``lb`` image baked by kiln (packer/lb) on the group's docker network, with a
-read-only root filesystem, as the calling user. Its only writable place is a folder of the state dir
-bind-mounted at ``/run/kiln``: the generated ``haproxy.cfg`` and the admin socket live there.
+Two containers per group:
+
+- ``kiln-<group>-lb-net`` holds the address: it is on the group's docker network, publishes the port
+  clients use and runs nothing but ``sleep``, so it never needs replacing;
+- ``kiln-<group>-lb`` runs HAProxy from the ``lb`` image baked by kiln (packer/lb) inside the holder's
+  network namespace, with a read-only root filesystem, as the calling user. Its only writable place is
+  a folder of the state dir bind-mounted at ``/run/kiln``: the generated ``haproxy.cfg`` and its admin
+  socket live there.
+
 Instances come and go with ``add server`` (in maintenance), ``enable server``, ``set server ... state
 drain`` and ``del server``, so nothing is ever reloaded. The runtime API keeps no state over a restart,
 so ``haproxy.cfg`` is rewritten with the servers in service after every change: a restarted or
 recreated container serves them again as soon as it starts.
+
+A newer ``lb`` version replaces HAProxy without a failed request (:meth:`HAProxyLoadBalancer.upgrade`):
+the new container starts in the same namespace and binds the same port beside the old one (HAProxy
+listens with SO_REUSEPORT; the holder sets ``net.ipv4.tcp_migrate_req`` so connections waiting in the
+old listener's queue move to the new one), and once it serves, the old one stops listening and finishes
+its requests (SIGUSR1, HAProxy's soft stop).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
+import secrets
 import socket
 import threading
 import time
@@ -31,8 +45,12 @@ from ...rollout.interfaces import SERVER_DRAIN, SERVER_MAINT, SERVER_READY, Inst
 BACKEND = "app"
 CONTAINER_PORT = 8080
 SOCKET_DIR = "/run/kiln"  # inside the container
-SOCKET_NAME = "admin.sock"
+SOCKET_NAME = "admin.sock"  # of a load balancer made before each HAProxy had a socket of its own
+SOCKET_ENV = "KILN_LB_SOCKET"  # the socket's name, given to each HAProxy container
 CONFIG_NAME = "haproxy.cfg"
+LABEL_SOCKET = "kiln.lb.socket"
+_NEXT = "-next"  # the name of a new HAProxy until the old one is gone
+SOFT_STOP_TIMEOUT = 30  # seconds an old HAProxy has to finish its requests (= timeout client/server)
 
 # srv_admin_state bits (HAProxy's include/haproxy/server-t.h): any maintenance bit wins over drain.
 _ADMF_MAINT = 0x01 | 0x02 | 0x04 | 0x20 | 0x40
@@ -72,7 +90,7 @@ def config_text(
     )
     return f"""# Written by kiln: servers change over the runtime API; this list follows them for a restart.
 global
-    stats socket {SOCKET_DIR}/{SOCKET_NAME} mode 600 level admin
+    stats socket "{SOCKET_DIR}/${{{SOCKET_ENV}}}" mode 600 level admin
     stats timeout 10s
     maxconn 4096
 
@@ -231,19 +249,20 @@ class HAProxyLoadBalancer:
         self.resolve_image = resolve_image
         self.network = network or network_name(group)
         self.container_name = lb_container_name(group)
+        self.holder_name = f"{self.container_name}-net"
         self._api: RuntimeAPI | None = None
         self._config_lock = threading.Lock()
 
-    # ------------------------------------------------------------------ the container
+    # ------------------------------------------------------------------ the containers
 
     def folder(self) -> str:
         return os.path.join(state_dir(), "lb", self.group)
 
-    def _container(self):
+    def _container(self, name: str | None = None):
         import docker.errors
 
         try:
-            return docker_api.client().containers.get(self.container_name)
+            return docker_api.client().containers.get(name or self.container_name)
         except docker.errors.NotFound:
             return None
 
@@ -255,49 +274,158 @@ class HAProxyLoadBalancer:
             raise LoadBalancerError(f"load balancer image {self.image} is not in the local Docker engine")
         return self.image, None
 
+    def serving(self) -> bool:
+        """True when HAProxy runs inside the address holder's current network namespace.
+
+        A holder started again (``docker restart``, the Docker daemon's restart) has a new namespace; a
+        HAProxy left in the old one answers on its socket but serves nobody.
+        """
+        haproxy, holder = self._container(), self._container(self.holder_name)
+        return (
+            haproxy is not None
+            and holder is not None
+            and haproxy.status == "running"
+            and holder.status == "running"
+            and (haproxy.attrs.get("HostConfig") or {}).get("NetworkMode") == f"container:{holder.id}"
+            and _started(haproxy) >= _started(holder)
+        )
+
+    def outdated(self) -> bool:
+        """True when HAProxy's image is not the one ``image`` names now (a newer version); a missing image
+        is refused."""
+        wanted = docker_api.image_id(self.image_ref()[0])
+        haproxy = self._container()
+        return haproxy is not None and haproxy.attrs.get("Image") != wanted
+
     def prepare(self, group: str | None = None) -> bool:
-        """Create the network, configuration and HAProxy container unless they exist; True if changed."""
+        """Create the network, the address holder and HAProxy unless they serve; True if changed."""
         changed = docker_api.ensure_network(self.network, {"kiln.group": self.group})
-        container = self._container()
-        if container is not None and container.status == "running":
+        self._settle_upgrade()
+        if self.serving():
             self._wait_api()
             return changed
-        if container is not None:  # stopped or dead: a new one starts with the servers last in service
-            docker_api.remove_container(container.id)
+        # Stopped, dead, outside the holder's namespace, or made before there was a holder: a new one
+        # starts with the servers last in service. It goes first, so a port it published is free.
+        docker_api.remove_container(self.container_name, stop_timeout=2)
+        holder = self._container(self.holder_name)
+        if holder is not None and holder.status != "running":
+            docker_api.remove_container(holder.id, stop_timeout=0)
+            holder = None
         image, ref = self.image_ref()
         folder = self.folder()
         os.makedirs(folder, mode=0o700, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(folder, SOCKET_NAME))
         self._write_config(folder, self._configured(folder))
-        labels = {"kiln.lb": self.group, "kiln.image": self.image}
-        if ref:
-            labels["kiln.version"] = ref
+        self._run_haproxy(self.container_name, image, ref, holder or self._run_holder(image))
+        return True
+
+    def upgrade(self) -> bool:
+        """Hand the group's traffic to a HAProxy of the image ``image`` names now, without a failed request.
+
+        The new HAProxy starts beside the serving one with the same configuration and listens on the same
+        port; once it has every configured server up, the old one stops listening, finishes its requests
+        (soft stop) and is removed. False when HAProxy already runs that image.
+        """
+        self._settle_upgrade()
+        if not self.serving():
+            return self.prepare()
+        if not self.outdated():
+            return False
+        image, ref = self.image_ref()
+        old, holder = self._container(), self._container(self.holder_name)
+        new, api = self._run_haproxy(self.container_name + _NEXT, image, ref, holder)
         try:
-            docker_api.client().containers.run(
+            self._wait_servers_up(api, set(self._configured(self.folder())))
+        except LoadBalancerError:
+            docker_api.remove_container(new.id, stop_timeout=0)
+            raise
+        old.update(restart_policy={"Name": "no"})  # its soft stop is an exit the policy must not undo
+        old.kill(signal="SIGUSR1")
+        deadline = time.monotonic() + SOFT_STOP_TIMEOUT
+        while old.status == "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            old.reload()
+        docker_api.remove_container(old.id, stop_timeout=0)
+        self._forget_socket(old)
+        new.rename(self.container_name)
+        self._api = None
+        return True
+
+    def _settle_upgrade(self) -> None:
+        """Finish an interrupted upgrade: the new HAProxy takes the group's name once the old one is gone,
+        and is removed while the old one still serves."""
+        new = self._container(self.container_name + _NEXT)
+        if new is None:
+            return
+        old = self._container()
+        if old is not None and old.status == "running":
+            docker_api.remove_container(new.id, stop_timeout=0)
+            self._forget_socket(new)
+            return
+        if old is not None:
+            docker_api.remove_container(old.id, stop_timeout=0)
+            self._forget_socket(old)
+        new.rename(self.container_name)
+        self._api = None
+
+    def _run_holder(self, image: str):
+        """The container that owns the group's address: network, published port, nothing else running."""
+        try:
+            return docker_api.client().containers.run(
                 image,
-                name=self.container_name,
+                name=self.holder_name,
+                entrypoint=["sleep", "infinity"],
                 detach=True,
-                labels=labels,
+                labels={"kiln.lb": self.group, "kiln.lb.role": "address"},
                 user=f"{os.getuid()}:{os.getgid()}",
                 read_only=True,
-                tmpfs={"/tmp": "rw,size=8m"},
-                volumes={folder: {"bind": SOCKET_DIR, "mode": "rw"}},
-                ports={f"{CONTAINER_PORT}/tcp": (self.bind, self.port)},
                 network=self.network,
+                ports={f"{CONTAINER_PORT}/tcp": (self.bind, self.port)},
+                sysctls={"net.ipv4.tcp_migrate_req": "1"},
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 restart_policy={"Name": "unless-stopped"},
             )
         except Exception as exc:
-            docker_api.remove_container(self.container_name)
+            docker_api.remove_container(self.holder_name, stop_timeout=0)
             raise LoadBalancerError(
-                f"cannot start the load balancer {self.container_name} of group {self.group} from {image} "
-                f"on port {self.bind}:{self.port or 'random'}: {exc}"
+                f"cannot publish the load balancer of group {self.group} on "
+                f"{self.bind}:{self.port or 'random'} ({self.holder_name} from {image}): {exc}"
             ) from exc
-        self._api = None
-        self._wait_api()
-        return True
+
+    def _run_haproxy(self, name: str, image: str, ref: str | None, holder) -> tuple[object, RuntimeAPI]:
+        """A HAProxy container in ``holder``'s network namespace with a socket of its own; waits for it."""
+        socket_name = f"admin-{secrets.token_hex(4)}.sock"
+        labels = {"kiln.lb": self.group, "kiln.image": self.image, LABEL_SOCKET: socket_name}
+        if ref:
+            labels["kiln.version"] = ref
+        try:
+            container = docker_api.client().containers.run(
+                image,
+                name=name,
+                detach=True,
+                labels=labels,
+                environment={SOCKET_ENV: socket_name},
+                user=f"{os.getuid()}:{os.getgid()}",
+                read_only=True,
+                tmpfs={"/tmp": "rw,size=8m"},
+                volumes={self.folder(): {"bind": SOCKET_DIR, "mode": "rw"}},
+                network_mode=f"container:{holder.id}",
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                restart_policy={"Name": "unless-stopped"},
+            )
+        except Exception as exc:
+            docker_api.remove_container(name)
+            raise LoadBalancerError(
+                f"cannot start the load balancer {name} of group {self.group} from {image}: {exc}"
+            ) from exc
+        api = RuntimeAPI(os.path.join(self.folder(), socket_name))
+        self._wait_api(api, name)
+        return container, api
+
+    def _forget_socket(self, container) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.folder(), container.labels.get(LABEL_SOCKET, SOCKET_NAME)))
 
     @staticmethod
     def _configured(folder: str) -> dict[str, str]:
@@ -326,36 +454,37 @@ class HAProxyLoadBalancer:
                 return
             self._write_config(folder, servers)
 
-    def destroy(self) -> bool:
-        """Remove the HAProxy container and its folder; True when there was something to remove."""
-        removed = docker_api.remove_container(self.container_name, stop_timeout=2)
+    def destroy(self) -> list[str]:
+        """Remove HAProxy, the address holder and their folder; the containers there were."""
+        names = (self.container_name + _NEXT, self.container_name, self.holder_name)
+        removed = [name for name in names if docker_api.remove_container(name, stop_timeout=0)]
         folder = self.folder()
-        for name in (SOCKET_NAME, CONFIG_NAME):
+        for path in [os.path.join(folder, CONFIG_NAME), *glob.glob(os.path.join(folder, "admin*.sock"))]:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(folder, name))
+                os.unlink(path)
         with contextlib.suppress(OSError):
             os.rmdir(folder)
         self._api = None
         return removed
 
     def address(self) -> str | None:
-        """Where clients reach the group: ``127.0.0.1:<port>``; None without a running load balancer."""
-        container = self._container()
-        if container is None:
+        """Where clients reach the group: ``127.0.0.1:<port>``; None without a running address holder."""
+        holder = self._container(self.holder_name)
+        if holder is None:
             return None
-        bindings = (container.attrs.get("NetworkSettings") or {}).get("Ports") or {}
+        bindings = (holder.attrs.get("NetworkSettings") or {}).get("Ports") or {}
         for binding in bindings.get(f"{CONTAINER_PORT}/tcp") or []:
             return f"{binding.get('HostIp') or self.bind}:{binding['HostPort']}"
         return None
 
     def _socket_path(self) -> str | None:
-        """The running container's admin socket, found from its mount (not from this process's state dir)."""
+        """The HAProxy container's admin socket, found from its mount (not from this process's state dir)."""
         container = self._container()
         if container is None:
             return None
         for mount in container.attrs.get("Mounts") or []:
             if mount.get("Destination") == SOCKET_DIR:
-                return os.path.join(mount["Source"], SOCKET_NAME)
+                return os.path.join(mount["Source"], container.labels.get(LABEL_SOCKET, SOCKET_NAME))
         return None
 
     def api(self) -> RuntimeAPI:
@@ -369,17 +498,18 @@ class HAProxyLoadBalancer:
             self._api = RuntimeAPI(path)
         return self._api
 
-    def _wait_api(self, timeout: float = 15.0) -> None:
+    def _wait_api(self, api: RuntimeAPI | None = None, name: str | None = None, timeout: float = 15) -> None:
+        """Until HAProxy answers on ``api`` (default: the group's HAProxy container's socket)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self.api().command("show info")
+                (api or self.api()).command("show info")
                 return
             except LoadBalancerError as exc:
                 self._api = None
                 if time.monotonic() > deadline:
                     logs = ""
-                    container = self._container()
+                    container = self._container(name)
                     if container is not None:
                         logs = container.logs(tail=20).decode(errors="replace")
                     raise LoadBalancerError(
@@ -387,6 +517,21 @@ class HAProxyLoadBalancer:
                         logs=logs,
                     ) from None
             time.sleep(0.1)
+
+    def _wait_servers_up(self, api: RuntimeAPI, names: set[str]) -> None:
+        """Until every one of ``names`` is up in the HAProxy behind ``api``, or ``enable_timeout``."""
+        deadline = time.monotonic() + self.enable_timeout
+        while True:
+            states = parse_servers_state(api.command(f"show servers state {BACKEND}"))
+            down = sorted(name for name in names if states.get(name, (0, 0))[0] != _OP_RUNNING)
+            if not down:
+                return
+            if time.monotonic() > deadline:
+                raise LoadBalancerError(
+                    f"the new load balancer of group {self.group} has servers not up "
+                    f"{self.enable_timeout:g}s after it started: {', '.join(down)}; the old one still serves"
+                )
+            time.sleep(0.05)
 
     def _cmd(self, line: str, ok: tuple[str, ...] = ()) -> str:
         """Run a command; HAProxy answers errors in plain text, so anything unexpected raises."""
@@ -491,11 +636,27 @@ class HAProxyLoadBalancer:
         return parse_servers_state(self.api().command(f"show servers state {BACKEND}"))
 
     def servers(self) -> dict[str, str]:
-        """Server name -> SERVER_READY / SERVER_DRAIN / SERVER_MAINT; empty without a load balancer."""
+        """Server name -> SERVER_READY / SERVER_DRAIN / SERVER_MAINT; empty without a load balancer.
+
+        A HAProxy that does not serve (stopped, or left outside the address holder's network) is an
+        error, whatever its socket says: none of its servers gets a request.
+        """
         if self._socket_path() is None:
             return {}
+        if not self.serving():
+            raise LoadBalancerError(
+                f"the load balancer of group {self.group} does not serve: {self.container_name} is not "
+                f"running in the network of {self.holder_name}; `invoke up` or a roll-out starts it again"
+            )
         return {name: admin_state(state[1]) for name, state in self._states().items()}
 
 
 def lb_container_name(group: str) -> str:
     return f"kiln-{group}-lb"
+
+
+def _started(container) -> str:
+    """When the container last started, as text that sorts in time order (Docker trims the fraction)."""
+    stamp = ((container.attrs.get("State") or {}).get("StartedAt") or "").rstrip("Z")
+    seconds, _, fraction = stamp.partition(".")
+    return f"{seconds}.{fraction.ljust(9, '0')}"
