@@ -50,12 +50,20 @@ def world(rollout_world, dockerd):
                 docker_environment.down(group)
 
 
-def _containers(group: str) -> dict[str, str]:
-    """Name -> id of the group's containers, its load balancer's included."""
+def _listed(group: str) -> list:
+    """The group's containers, its load balancer's included."""
     engine = docker_api.client()
     found = engine.containers.list(all=True, filters={"label": f"kiln.group={group}"})
-    found += engine.containers.list(all=True, filters={"label": f"kiln.lb={group}"})
-    return {c.name: c.id for c in found}
+    return found + engine.containers.list(all=True, filters={"label": f"kiln.lb={group}"})
+
+
+def _containers(group: str) -> dict[str, str]:
+    return {c.name: c.id for c in _listed(group)}
+
+
+def _states(group: str) -> dict[str, str]:
+    """Name -> status of the group's containers, with Docker's reason when one could not start."""
+    return {c.name: " ".join(filter(None, (c.status, c.attrs["State"].get("Error")))) for c in _listed(group)}
 
 
 def _answers(address: str) -> bool:
@@ -101,7 +109,10 @@ def test_a_docker_daemon_restart_mid_rollout_then_a_rerun_converges(world, docke
         before = _containers(group)
         print(f"private dockerd restarted in {dockerd.restart():.2f}s")
         # The group is back by its restart policy: the load balancer serves while the roll-out still probes.
-        _wait_for(lambda: _serves(lb), 60, "the group to serve again after the restart")
+        try:
+            _wait_for(lambda: _serves(lb), 60, "the group to serve again after the restart")
+        except pytest.fail.Exception as exc:
+            pytest.fail(f"{exc}; its containers: {_states(group)}")
         try:
             out, _ = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
@@ -122,6 +133,9 @@ def test_a_docker_daemon_restart_mid_rollout_then_a_rerun_converges(world, docke
     after = _containers(group)
     assert after[lb.container_name] == before[lb.container_name]  # restarted, not replaced
     assert all(docker_api.client().containers.get(i).status == "running" for i in after.values())
+    with LoadGenerator(lb.address(), rate=50) as load:  # every instance it sends requests to answers
+        time.sleep(1)
+    assert not load.report.failed, load.report.summary()
 
     rerun = _start(world, tmp_path, group, 4, "next", options, {})
     out, _ = rerun.communicate(timeout=300)
