@@ -30,6 +30,12 @@ variable "fault" {
   description = "Fault injection for roll-back tests: unhealthy (/healthz answers 503), errors (a share of / answers 500), slow (/ is slow)."
 }
 
+variable "slow_rate" {
+  type        = string
+  default     = "2k"
+  description = "With fault slow: bytes a second the page / is sent at (nginx limit_rate); 2k takes about a second, 600 about five."
+}
+
 variable "aws_region" {
   type    = string
   default = "eu-west-1"
@@ -98,7 +104,7 @@ build {
     playbook_file = "${path.root}/playbook.yml"
     extra_arguments = [
       "--extra-vars", "ansible_host=${build.ID} ansible_connection=community.docker.docker",
-      "--extra-vars", "golden_image_version=${var.image_name}/${var.version} golden_image_fault=${var.fault}",
+      "--extra-vars", "golden_image_version=${var.image_name}/${var.version} golden_image_fault=${var.fault} golden_image_slow_rate=${var.slow_rate}",
     ]
     ansible_env_vars = ["ANSIBLE_CONFIG=${path.root}/../../ansible.cfg"]
   }
@@ -109,7 +115,7 @@ build {
     user          = "admin"
     extra_arguments = [
       "--become",
-      "--extra-vars", "golden_image_version=${var.image_name}/${var.version} golden_image_fault=${var.fault}",
+      "--extra-vars", "golden_image_version=${var.image_name}/${var.version} golden_image_fault=${var.fault} golden_image_slow_rate=${var.slow_rate}",
       # nothing boots on a local AWS API (aws_endpoint): the playbook provisions nothing there
       "--extra-vars", "kiln_local_aws_api=${var.aws_endpoint != "" ? "true" : "false"}",
     ]

@@ -80,21 +80,25 @@ def test_bad_error_rates_are_refused_naming_the_option(value):
         parse_rate(value)
 
 
-HEADER = "# pxname,svname,qcur,scur,econ,eresp,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,ttime,"
+HEADER = (
+    "# pxname,svname,qcur,scur,econ,eresp,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,ttime,"
+    "srv_abrt,"
+)
 
 
 def test_haproxy_numbers_per_server():
     text = "\n".join(
         [
             HEADER,
-            "web,FRONTEND,0,0,,,0,900,0,0,0,0,,",
-            "app,kiln-g-0-aa,0,1,0,0,0,380,0,10,20,0,3,",
-            "app,kiln-g-1-bb,0,0,2,1,0,400,0,0,0,0,250,",
-            "app,BACKEND,0,1,2,1,0,780,0,10,20,0,120,",
+            "web,FRONTEND,0,0,,,0,900,0,0,0,0,,,",
+            "app,kiln-g-0-aa,0,1,0,0,0,380,0,10,20,0,3,0,",
+            # Three of its 200s were cut short by the server: failed requests for their clients.
+            "app,kiln-g-1-bb,0,0,2,1,0,400,0,0,0,0,250,3,",
+            "app,BACKEND,0,1,2,1,0,780,0,10,20,0,120,3,",
         ]
     )
     stats = {name: server_stats(row) for name, row in parse_stat(text, "app").items()}
     assert stats == {
         "kiln-g-0-aa": ServerStats(requests=410, errors=20, time_ms=3.0),
-        "kiln-g-1-bb": ServerStats(requests=402, errors=2, time_ms=250.0),
+        "kiln-g-1-bb": ServerStats(requests=402, errors=5, time_ms=250.0),
     }

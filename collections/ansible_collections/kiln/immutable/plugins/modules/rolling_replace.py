@@ -96,7 +96,12 @@ options:
     type: float
     default: 0
   drain_timeout:
-    description: Seconds to wait for a drained instance's sessions to end before it is stopped.
+    description:
+      - Seconds to wait for a drained instance's requests to end before it leaves the load balancer and
+        is stopped; the wait ends as soon as they have.
+      - Requests still in flight then are cut. With O(load_balancer=haproxy) their connections close
+        before the response is complete (a client that had the status and headers gets a short body), and
+        HAProxy counts a response cut that way as aborted by the server (C(srv_abrt)), not as an error.
     type: float
     default: 30
   parallel:

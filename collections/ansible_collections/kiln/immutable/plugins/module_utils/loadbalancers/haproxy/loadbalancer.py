@@ -205,10 +205,11 @@ _RESPONSES = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_
 
 def server_stats(row: dict[str, str]) -> ServerStats:
     """A server's numbers: responses by status class plus connection errors; ttime is HAProxy's average
-    total time over the server's last 1024 requests."""
+    total time over the server's last 1024 requests. A response the server cut short (``srv_abrt``) was
+    counted by its status, yet failed for the client: it is an error too."""
     return ServerStats(
         requests=_int(row, *_RESPONSES, "econ"),
-        errors=_int(row, "hrsp_5xx", "econ"),
+        errors=_int(row, "hrsp_5xx", "econ", "srv_abrt"),
         time_ms=float(row.get("ttime") or 0),
     )
 
@@ -658,5 +659,5 @@ def lb_container_name(group: str) -> str:
 def _started(container) -> str:
     """When the container last started, as text that sorts in time order (Docker trims the fraction)."""
     stamp = ((container.attrs.get("State") or {}).get("StartedAt") or "").rstrip("Z")
-    seconds, _, fraction = stamp.partition(".")
+    seconds, _dot, fraction = stamp.partition(".")
     return f"{seconds}.{fraction.ljust(9, '0')}"

@@ -66,18 +66,15 @@ _REAPING: dict[str, threading.Thread] = {}
 _REAPING_LOCK = threading.Lock()
 
 
-def _reap(container, stop_timeout: int) -> None:
+def _reap(container_id: str, stop_timeout: int) -> None:
     try:
-        try:
-            container.wait(timeout=stop_timeout)
-        except Exception:  # still running after stop_timeout (or the wait failed): force it
-            docker_api.remove_container(container.id, stop_timeout=0)
-        docker_api.remove_container(container.id, stop_timeout=0)
+        # docker stop: the stop signal, SIGKILL after stop_timeout, and no restart by the restart policy.
+        docker_api.remove_container(container_id, stop_timeout=stop_timeout)
     except Exception:  # an instance that outlives us is reported by list_instances and removed later
         pass
     finally:
         with _REAPING_LOCK:
-            _REAPING.pop(container.id, None)
+            _REAPING.pop(container_id, None)
 
 
 def settle(timeout: float = 60.0) -> None:
@@ -202,33 +199,19 @@ class DockerProvider:
             ) from exc
 
     def terminate(self, instance: Instance) -> None:
-        """SIGTERM now; the container is reaped (SIGKILL after ``stop_timeout``, removal) in the background.
+        """Stop and remove the container in the background (SIGTERM, SIGKILL after ``stop_timeout``).
 
-        The instance is already out of the load balancer, so waiting for it to exit would only hold
-        up the roll-out. A reaping cut short by the death of this process leaves a stopped container
-        that ``list_instances`` reports (``alive`` False) and the next roll-out removes.
+        The instance is already out of the load balancer, so waiting for it would only hold up the
+        roll-out; ``list_instances`` waits for what this process terminated. A reaping cut short by the
+        death of this process leaves a container that ``list_instances`` reports and the next roll-out
+        removes.
         """
-        import docker.errors
-
-        try:
-            container = docker_api.client().containers.get(instance.id or instance.name)
-        except docker.errors.NotFound:
-            return
-        try:
-            container.update(restart_policy={"Name": "no"})  # or Docker starts it again once it exits
-            container.kill(signal="SIGTERM")
-        except docker.errors.NotFound:
-            return
-        except docker.errors.APIError as exc:
-            if "is not running" not in str(exc):
-                raise ProviderError(
-                    f"cannot stop instance {instance.name} of group {instance.group}: {exc}"
-                ) from exc
+        target = instance.id or instance.name
         reaper = threading.Thread(
-            target=_reap, args=(container, self.stop_timeout), name=f"kiln-reap-{instance.name}", daemon=True
+            target=_reap, args=(target, self.stop_timeout), name=f"kiln-reap-{instance.name}", daemon=True
         )
         with _REAPING_LOCK:
-            _REAPING[container.id] = reaper
+            _REAPING[target] = reaper
         reaper.start()
 
     def health(self, instance: Instance) -> ProbeResult | None:
