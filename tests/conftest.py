@@ -20,14 +20,6 @@ os.environ["KILN_LOCK_DIR"] = tempfile.mkdtemp(prefix="kiln-test-locks-")
 # them in the order they are written. The conventions test (ansible-test sanity, ansible-lint) and the
 # files of Docker roll-outs are the longest, so they start first.
 def pytest_collection_modifyitems(config, items):
-    import os
-
-    # A test that restarts the machine's dockerd runs only when asked to, in a run of its own.
-    if os.environ.get("KILN_TEST_DOCKERD_RESTART") != "1":
-        restarts = [item for item in items if item.get_closest_marker("dockerd_restart")]
-        if restarts:
-            config.hook.pytest_deselected(items=restarts)
-            items[:] = [item for item in items if item not in restarts]
     first = {item.path for item in items if item.path.name == "test_conventions.py"}
     rollouts = {item.path for item in items if "rollout_world" in item.fixturenames}
     items.sort(key=lambda item: 0 if item.path in first else 1 if item.path in rollouts else 2)

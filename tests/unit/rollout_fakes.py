@@ -62,6 +62,7 @@ class World:
         self.bad_versions: set[str] = set()
         self.bad_slots: set[tuple[str, int]] = set()  # (version ref, slot) that fails health
         self.launch_errors: set[str] = set()  # versions whose launch raises
+        self.lost_servers: set[str] = set()  # versions whose server is gone by enable (balancer restarted)
         self.launch_delay = 0.0
         self.crash_at: int | None = None
         self.crash_after = False  # crash after the change instead of before it
@@ -201,6 +202,9 @@ class FakeLoadBalancer:
         self._set("add", instance, SERVER_MAINT)
 
     def enable(self, instance: Instance) -> None:
+        if instance.version in self.world.lost_servers:
+            with self.world.lock:
+                self.world.servers.pop(instance.name, None)
         self._set("enable", instance, SERVER_READY)
 
     def drain(self, instance: Instance) -> None:

@@ -292,3 +292,88 @@ def test_a_load_balancer_serves_only_inside_its_address_holders_current_network(
     if not serving:  # drift reads the servers: an error says why nobody is served
         with pytest.raises(LoadBalancerError, match=r"does not serve: kiln-web-test-lb is not running"):
             lb.servers()
+
+
+class _Containers:
+    """The SDK's ``containers`` of an engine that holds ``found`` (id -> container) or raises ``error``."""
+
+    def __init__(self, found: dict, error: Exception | None = None):
+        self.found, self.error = found, error
+
+    def get(self, key: str):
+        import docker.errors
+
+        if self.error is not None:
+            raise self.error
+        if key not in self.found:
+            raise docker.errors.NotFound(f"No such container: {key}")
+        return self.found[key]
+
+
+LAUNCHED = "2026-12-01T10:00:00.25Z"
+
+
+def _launched(started: str = LAUNCHED) -> Instance:
+    return Instance(
+        id="c1",
+        name="kiln-web-test-0-abc123",
+        group="web-test",
+        slot=0,
+        version="web/2",
+        probe_address="172.18.0.8:8080",
+        backend_address="172.18.0.8:8080",
+        started_at=_started_at(started),
+    )
+
+
+def _engine(monkeypatch, found: dict, error: Exception | None = None) -> None:
+    from ansible_collections.kiln.immutable.plugins.module_utils.common import docker_api
+
+    monkeypatch.setattr(docker_api, "client", lambda: SimpleNamespace(containers=_Containers(found, error)))
+
+
+@pytest.mark.parametrize(
+    ("found", "error", "verdict"),
+    [
+        ({"c1": _fake_container("c1", "running", LAUNCHED)}, None, None),
+        # Started again (its restart policy after a crash, a restart of the daemon): another address.
+        (
+            {"c1": _fake_container("c1", "running", "2026-12-01T10:00:31.5Z")},
+            None,
+            (False, True, "started again"),
+        ),
+        # Stopped, or restarting: it may come back (the daemon restarting); no verdict yet.
+        ({"c1": _fake_container("c1", "exited", LAUNCHED)}, None, (False, False, "is exited")),
+        ({}, None, (False, True, "is gone")),
+        # The daemon restarting: no verdict yet, the probe goes on.
+        ({}, ConnectionError("Connection refused"), (False, False, "does not answer")),
+    ],
+)
+def test_the_docker_provider_fails_a_new_instance_that_is_not_the_container_it_launched(
+    monkeypatch, found, error, verdict
+):
+    _engine(monkeypatch, found, error)
+    result = DockerProvider().health(_launched())
+    if verdict is None:
+        assert result is None
+    else:
+        assert (result.ok, result.answered) == verdict[:2] and verdict[2] in result.detail
+
+
+def test_a_probe_answered_at_the_address_of_a_restarted_instance_does_not_make_it_healthy(monkeypatch):
+    from ansible_collections.kiln.immutable.plugins.module_utils.deploy.rolling_replace import backend_probe
+    from ansible_collections.kiln.immutable.plugins.module_utils.rollout.health import (
+        HealthCheck,
+        Prober,
+        ProbeResult,
+    )
+
+    # After a restart of the daemon, another container took the launched one's old address and answers.
+    _engine(monkeypatch, {"c1": _fake_container("c1", "running", "2026-12-01T10:00:31.5Z")})
+    monkeypatch.setattr(
+        "ansible_collections.kiln.immutable.plugins.module_utils.deploy.rolling_replace.probe_once",
+        lambda check, instance: ProbeResult(True, True, "GET /healthz -> 200"),
+    )
+    check = HealthCheck(interval=0.001, healthy_threshold=2, unhealthy_threshold=3, deadline=5)
+    outcome = Prober(check, probe=backend_probe(DockerProvider())).wait_healthy(_launched())
+    assert not outcome.healthy and outcome.attempts == 3 and "started again" in outcome.detail

@@ -185,6 +185,17 @@ def test_a_launch_error_counts_as_a_failure_and_rolls_back(world, tmp_path):
     assert "image not found" in result["batches"][0]["instances"][0]["detail"]
 
 
+def test_a_launched_instance_that_fails_before_it_is_in_service_is_terminated(world, tmp_path):
+    # The load balancer restarted (with the Docker daemon) between adding the new server and enabling it.
+    world.lost_servers.add("web/2")
+    result = rollout(world, tmp_path, batch_size=1).run()
+    assert result["status"] == "rolled_back"
+    failed = result["batches"][0]["instances"][0]
+    assert failed["outcome"] == "failed" and "no server" in failed["detail"]
+    world.assert_converged(4, "web/1")  # no instance of web/2 left running out of service
+    assert [e["event"] for e in result["events"]].count("terminated") == 1
+
+
 def test_checkpoint_pauses_until_the_next_run(world, tmp_path):
     result = rollout(world, tmp_path, batch_size=1, checkpoints=[50]).run()
     assert result["status"] == "paused" and result["changed"] is True

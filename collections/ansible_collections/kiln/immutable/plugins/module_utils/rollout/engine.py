@@ -633,6 +633,16 @@ class Rollout:
         self.journal.event("launch", slot=slot, version=version.ref)
         new = self.provider.launch(self.group, slot, version)
         self.journal.event("launched", slot=slot, instance=new.name, id=new.id, version=new.version)
+        try:
+            return new, self._put_in_service(slot, new, weight)
+        except Exception:
+            # The caller never learns of an instance that raises here: it must not outlive this run,
+            # running out of service (a load balancer that restarted forgot its server, say).
+            with contextlib.suppress(Exception):
+                self._retire(new, reason="failed launch", serving=None)
+            raise
+
+    def _put_in_service(self, slot: int, new: Instance, weight: int | None) -> HealthOutcome:
         self.lb.add(new)
         self.journal.event("server_added", slot=slot, instance=new.name)
         outcome = self.prober.wait_healthy(new)
@@ -649,7 +659,7 @@ class Rollout:
                 self.lb.set_weight(new, weight)
             self.lb.enable(new)
             self.journal.event("enabled", slot=slot, instance=new.name, version=new.version, weight=weight)
-        return new, outcome
+        return outcome
 
     def _restore(self, slot: int, old: Instance) -> dict[str, Any]:
         """Put the slot's old version back after its replacement failed, so capacity comes back."""

@@ -23,8 +23,9 @@ group needs (network, data volumes, the HAProxy container) and must be idempoten
 Optional hooks that ``deploy/rolling_replace.py`` uses (the engine does not see them):
 ``check(version) -> None`` refuses a target before anything changes (an unknown Auto Scaling group or
 target group, no AMI in the region), also in check mode; ``health(instance) -> ProbeResult | None`` is
-the backend's own verdict on a new instance (Auto Scaling's instance health, the target's health),
-asked before the direct probe (``health.with_backend_health``).
+the backend's own verdict on a new instance (Auto Scaling's instance health, the target's health, a
+docker container that started again since its launch), asked before the direct probe
+(``health.with_backend_health``).
 
 - ``provider: aws`` -> ``deploy.aws_environment.provider(settings, provider_options)``, an
   ``AutoScalingProvider``; ``load_balancer: aws`` -> a ``TargetGroupLoadBalancer``; ``settings`` are

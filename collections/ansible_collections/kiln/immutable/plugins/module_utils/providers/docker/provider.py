@@ -22,6 +22,7 @@ from typing import Any
 
 from ...common import docker_api
 from ...common.errors import KilnError
+from ...rollout.health import ProbeResult
 from ...rollout.interfaces import Instance
 
 LABEL_GROUP = "kiln.group"
@@ -212,6 +213,35 @@ class DockerProvider:
         with _REAPING_LOCK:
             _REAPING[target] = reaper
         reaper.start()
+
+    def health(self, instance: Instance) -> ProbeResult | None:
+        """Docker's verdict on a new instance, asked before each probe; None while it runs as launched.
+
+        A container that started again since its launch (a crash under its restart policy, a restart of
+        the Docker daemon, which hands out new addresses) fails it: its old address may now answer for
+        another container. One that is gone fails it too. A stopped container and an engine that does not
+        answer are no verdict yet: the daemon may be restarting, and acting then would fail as well.
+        """
+        import docker.errors
+
+        try:
+            container = docker_api.client().containers.get(instance.id or instance.name)
+        except docker.errors.NotFound:
+            return ProbeResult(False, True, f"container {instance.name} is gone")
+        except Exception as exc:  # the SDK raises several types for a daemon that does not answer
+            return ProbeResult(
+                False, False, f"the Docker engine does not answer about {instance.name}: {exc}"
+            )
+        state = container.attrs.get("State") or {}
+        if container.status != "running":
+            return ProbeResult(False, False, f"container {instance.name} is {container.status}")
+        if abs(_started_at(state.get("StartedAt")) - instance.started_at) > 0.001:
+            return ProbeResult(
+                False,
+                True,
+                f"container {instance.name} started again since its launch: its address may have moved",
+            )
+        return None
 
     # ------------------------------------------------------------------ the environment
 
