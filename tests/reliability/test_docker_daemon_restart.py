@@ -1,5 +1,10 @@
 """The Docker daemon restarted in the middle of a roll-out: the roll-out fails cleanly (or waits), the
-instances and the load balancer come back by their restart policy, and a re-run converges.
+instances come back by their restart policy, and a re-run converges.
+
+The load balancer comes back by its restart policy too, unless Docker starts HAProxy before the
+container that holds its address: Docker 20.10 neither orders the containers it restarts by the
+network namespace one shares with another nor retries the one that could not start. Then kiln reports
+a load balancer that does not serve and ``invoke up`` starts it again, without a roll-out.
 
 The daemon restarted is a private one (tests/dockerd_support.py) that holds copies of the session's
 images: kiln in this process, and the playbooks the test starts, reach it through DOCKER_HOST. The
@@ -83,6 +88,15 @@ def _serves(lb) -> bool:
     return bool(address) and LoadGenerator(address)._one().ok
 
 
+def _serving_within(lb, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _serves(lb):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def _assert_clean(group: str, size: int) -> None:
     """One live instance per slot, each a ready server of the balancer: nothing half-added or left over."""
     snap = snapshot(group)
@@ -108,11 +122,6 @@ def test_a_docker_daemon_restart_mid_rollout_then_a_rerun_converges(world, docke
         _wait_for(lambda: _answers(address), 30, "the second new instance to answer")  # it handles SIGTERM
         before = _containers(group)
         print(f"private dockerd restarted in {dockerd.restart():.2f}s")
-        # The group is back by its restart policy: the load balancer serves while the roll-out still probes.
-        try:
-            _wait_for(lambda: _serves(lb), 60, "the group to serve again after the restart")
-        except pytest.fail.Exception as exc:
-            pytest.fail(f"{exc}; its containers: {_states(group)}")
         try:
             out, _ = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
@@ -129,13 +138,21 @@ def test_a_docker_daemon_restart_mid_rollout_then_a_rerun_converges(world, docke
     assert (proc.returncode == 0) == (journal["status"] == "succeeded"), out[-3000:]
     result = rollout_result(subprocess.CompletedProcess(proc.args, proc.returncode, out, ""))
     assert result["status"] == journal["status"], out[-3000:]  # what the playbook says
-    _assert_clean(group, 4)
-    after = _containers(group)
-    assert after[lb.container_name] == before[lb.container_name]  # restarted, not replaced
-    assert all(docker_api.client().containers.get(i).status == "running" for i in after.values())
-    with LoadGenerator(lb.address(), rate=50) as load:  # every instance it sends requests to answers
-        time.sleep(1)
-    assert not load.report.failed, load.report.summary()
+    came_back = _serving_within(lb, 30)
+    if came_back:
+        _assert_clean(group, 4)
+        after = _containers(group)
+        assert after[lb.container_name] == before[lb.container_name]  # restarted, not replaced
+        assert all(docker_api.client().containers.get(i).status == "running" for i in after.values())
+        with LoadGenerator(lb.address(), rate=50) as load:  # every instance it sends requests to answers
+            time.sleep(1)
+        assert not load.report.failed, load.report.summary()
+    else:
+        # HAProxy started before its address holder and was not retried: kiln says so, and up mends it.
+        print(f"the load balancer did not come back by itself: {_states(group)}")
+        assert docker_environment.status(group)["load_balancer"]["serving"] is False
+        assert docker_environment.up(group)["changed"] is True
+        assert _serving_within(lb, 30), _states(group)
 
     rerun = _start(world, tmp_path, group, 4, "next", options, {})
     out, _ = rerun.communicate(timeout=300)
@@ -144,4 +161,5 @@ def test_a_docker_daemon_restart_mid_rollout_then_a_rerun_converges(world, docke
     with LoadGenerator(lb.address(), rate=50) as load:
         time.sleep(1)
     assert not load.report.failed, load.report.summary()
-    assert docker_api.client().containers.get(lb.container_name).id == before[lb.container_name]
+    if came_back:
+        assert docker_api.client().containers.get(lb.container_name).id == before[lb.container_name]
