@@ -125,7 +125,7 @@ class Bench:
 
     # ------------------------------------------------------------------ measurements
 
-    def start_to_healthy(self, samples: int = 3, provider_options: dict | None = None) -> float:
+    def start_to_healthy(self, samples: int = 5, provider_options: dict | None = None) -> float:
         """Median seconds from launch to healthy of one instance, with the roll-out's own probe."""
         group = self.group(f"floor{len(self.groups)}")
         provider = docker_environment.provider(provider_options)
