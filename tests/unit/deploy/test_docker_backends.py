@@ -10,13 +10,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from ansible_collections.kiln.immutable.plugins.module_utils.common.docker_api import (
+    started_at as _started_at,
+)
 from ansible_collections.kiln.immutable.plugins.module_utils.common.errors import KilnError
 from ansible_collections.kiln.immutable.plugins.module_utils.deploy import docker_environment
 from ansible_collections.kiln.immutable.plugins.module_utils.loadbalancers.haproxy.loadbalancer import (
     HAProxyLoadBalancer,
     LoadBalancerError,
     RuntimeAPI,
-    _started,
     admin_state,
     config_servers,
     config_text,
@@ -26,7 +28,6 @@ from ansible_collections.kiln.immutable.plugins.module_utils.loadbalancers.hapro
 from ansible_collections.kiln.immutable.plugins.module_utils.providers.docker.provider import (
     DockerProvider,
     ProviderError,
-    _started_at,
     image_of,
     volume_name,
 )
@@ -258,10 +259,10 @@ def _fake_container(id_: str, status: str, started: str, network_mode: str = "de
 
 
 def test_start_times_sort_in_time_order_although_docker_trims_their_fraction():
-    early = _fake_container("a", "running", "2026-12-01T10:00:00.123456789Z")
-    late = _fake_container("b", "running", "2026-12-01T10:00:00.5Z")  # as Docker writes .500000000
-    assert _started(early) < _started(late)
-    assert _started(_fake_container("c", "running", "2026-12-01T10:00:01Z")) > _started(late)
+    early = _started_at("2026-12-01T10:00:00.123456789Z")
+    late = _started_at("2026-12-01T10:00:00.5Z")  # as Docker writes .500000000
+    assert early < late
+    assert _started_at("2026-12-01T10:00:01Z") > late
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ the same clear error everywhere.
 
 from __future__ import annotations
 
+import datetime
 import functools
 
 from .errors import KilnError
@@ -34,6 +35,15 @@ def client():
     except Exception as exc:  # the SDK raises several types for "no daemon"
         raise DockerUnavailable(f"cannot reach the Docker engine: {exc}; {HOW_TO_INSTALL}") from exc
     return engine
+
+
+def started_at(text: str | None) -> float:
+    """Docker's RFC 3339 time with nanoseconds ("2024-05-01T10:00:00.123456789Z") as epoch seconds."""
+    if not text or text.startswith("0001-"):
+        return 0.0
+    head, frac = (text.rstrip("Z").split(".", 1) + [""])[:2]
+    stamp = datetime.datetime.fromisoformat(head).replace(tzinfo=datetime.UTC)
+    return stamp.timestamp() + (float(f"0.{frac[:6]}") if frac else 0.0)
 
 
 def image_id(ref: str) -> str | None:

@@ -50,6 +50,14 @@ SOCKET_ENV = "KILN_LB_SOCKET"  # the socket's name, given to each HAProxy contai
 CONFIG_NAME = "haproxy.cfg"
 LABEL_SOCKET = "kiln.lb.socket"
 _NEXT = "-next"  # the name of a new HAProxy until the old one is gone
+# Both containers of a group's load balancer: the calling user, a read-only root, no capabilities.
+_CONFINED = {
+    "user": f"{os.getuid()}:{os.getgid()}",
+    "read_only": True,
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges"],
+    "restart_policy": {"Name": "unless-stopped"},
+}
 SOFT_STOP_TIMEOUT = 30  # seconds an old HAProxy has to finish its requests (= timeout client/server)
 
 # srv_admin_state bits (HAProxy's include/haproxy/server-t.h): any maintenance bit wins over drain.
@@ -288,7 +296,7 @@ class HAProxyLoadBalancer:
             and haproxy.status == "running"
             and holder.status == "running"
             and (haproxy.attrs.get("HostConfig") or {}).get("NetworkMode") == f"container:{holder.id}"
-            and _started(haproxy) >= _started(holder)
+            and _started_at(haproxy) >= _started_at(holder)
         )
 
     def outdated(self) -> bool:
@@ -378,14 +386,10 @@ class HAProxyLoadBalancer:
                 stop_signal="SIGKILL",  # sleep has nothing to finish
                 detach=True,
                 labels={"kiln.lb": self.group, "kiln.lb.role": "address"},
-                user=f"{os.getuid()}:{os.getgid()}",
-                read_only=True,
                 network=self.network,
                 ports={f"{CONTAINER_PORT}/tcp": (self.bind, self.port)},
                 sysctls={"net.ipv4.tcp_migrate_req": "1"},
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                restart_policy={"Name": "unless-stopped"},
+                **_CONFINED,
             )
         except Exception as exc:
             docker_api.remove_container(self.holder_name, stop_timeout=0)
@@ -407,15 +411,11 @@ class HAProxyLoadBalancer:
                 detach=True,
                 labels=labels,
                 environment={SOCKET_ENV: socket_name},
-                user=f"{os.getuid()}:{os.getgid()}",
-                read_only=True,
                 tmpfs={"/tmp": "rw,size=8m"},
                 volumes={self.folder(): {"bind": SOCKET_DIR, "mode": "rw"}},
                 network_mode=f"container:{holder.id}",
                 stop_signal="SIGUSR1",  # docker stop is HAProxy's soft stop: its requests end first
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                restart_policy={"Name": "unless-stopped"},
+                **_CONFINED,
             )
         except Exception as exc:
             docker_api.remove_container(name)
@@ -658,8 +658,5 @@ def lb_container_name(group: str) -> str:
     return f"kiln-{group}-lb"
 
 
-def _started(container) -> str:
-    """When the container last started, as text that sorts in time order (Docker trims the fraction)."""
-    stamp = ((container.attrs.get("State") or {}).get("StartedAt") or "").rstrip("Z")
-    seconds, _dot, fraction = stamp.partition(".")
-    return f"{seconds}.{fraction.ljust(9, '0')}"
+def _started_at(container) -> float:
+    return docker_api.started_at((container.attrs.get("State") or {}).get("StartedAt"))

@@ -14,7 +14,6 @@ image. Nothing else is remembered, so the provider's view is the engine's truth.
 from __future__ import annotations
 
 import atexit
-import datetime
 import threading
 import time
 import uuid
@@ -37,15 +36,6 @@ class ProviderError(KilnError):
 
 def volume_name(group: str, slot: int) -> str:
     return f"kiln-{group}-{slot}-data"
-
-
-def _started_at(text: str | None) -> float:
-    """Docker's RFC 3339 time with nanoseconds ("2024-05-01T10:00:00.123456789Z") as epoch seconds."""
-    if not text or text.startswith("0001-"):
-        return 0.0
-    head, frac = (text.rstrip("Z").split(".", 1) + [""])[:2]
-    stamp = datetime.datetime.fromisoformat(head).replace(tzinfo=datetime.UTC)
-    return stamp.timestamp() + (float(f"0.{frac[:6]}") if frac else 0.0)
 
 
 def image_of(version: Any) -> str:
@@ -235,7 +225,7 @@ class DockerProvider:
         state = container.attrs.get("State") or {}
         if container.status != "running":
             return ProbeResult(False, False, f"container {instance.name} is {container.status}")
-        if abs(_started_at(state.get("StartedAt")) - instance.started_at) > 0.001:
+        if abs(docker_api.started_at(state.get("StartedAt")) - instance.started_at) > 0.001:
             return ProbeResult(
                 False,
                 True,
@@ -306,7 +296,7 @@ class DockerProvider:
             version=labels.get(LABEL_VERSION, ""),
             probe_address=probe,
             backend_address=backend,
-            started_at=_started_at(state.get("StartedAt")),
+            started_at=docker_api.started_at(state.get("StartedAt")),
             alive=container.status == "running",
             extra={
                 "state": container.status,
