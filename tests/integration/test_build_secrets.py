@@ -9,7 +9,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -53,18 +52,20 @@ def command_lines() -> dict[int, bytes]:
 def test_sensitive_variable_never_reaches_a_command_line_file_log_or_result(project, tmp_path):
     secret = f"tok-{uuid.uuid4().hex}"
     state = tmp_path / "state"
+    private_tmp = tmp_path / "tmp"  # other workers' builds write their own var files to the shared /tmp
+    private_tmp.mkdir()
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "INVOKE_KILN_STATE_DIR": str(state),
         "KILN_CATALOG": str(state / "catalog.db"),
+        "TMPDIR": str(private_tmp),
         "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",  # the module's whole result, invocation included
     }
     cmd = [str(BIN / "invoke"), "build", "--image", "tiny"]
     cmd += ["--var", f"repository={REPOSITORY}", "--var", "sleep=6", "--var", f"token={secret}"]
-    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "kiln-vars-*")))
     proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    seen_packer, leaked = [], []
+    seen_packer, seen_vars, leaked = [], [], []
     done = threading.Event()
 
     def watch() -> None:
@@ -74,6 +75,7 @@ def test_sensitive_variable_never_reaches_a_command_line_file_log_or_result(proj
                     seen_packer.append(pid)
                 if secret.encode() in line and pid != proc.pid:  # the command the user typed holds it
                     leaked.append(line.replace(b"\0", b" ").decode(errors="replace"))
+            seen_vars.extend(private_tmp.glob("kiln-vars-*"))
             done.wait(0.1)
 
     watcher = threading.Thread(target=watch)
@@ -101,7 +103,8 @@ def test_sensitive_variable_never_reaches_a_command_line_file_log_or_result(proj
     assert holding == []
     with Catalog(str(state / "catalog.db")) as catalog:
         assert secret not in json.dumps(catalog.export(), default=str)
-    after = set(glob.glob(os.path.join(tempfile.gettempdir(), "kiln-vars-*"))) - before
-    assert [p for p in after if os.path.exists(p)] == []  # the var files are gone
+    assert seen_vars, "the var file was written under TMPDIR"
+    assert list(private_tmp.glob("kiln-vars-*")) == []  # the var files are gone
+    assert [p for p in private_tmp.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()] == []
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert stat.S_IMODE((state / "catalog.db").stat().st_mode) == 0o600
