@@ -1,13 +1,14 @@
 """Shared fixtures; each section belongs to one area of the test suite."""
 
-# --- Docker roll-outs (tests/rollout_fixtures.py): one set of kiln-built images per session, shared by
-# tests/integration and tests/reliability.
 import itertools
 import os
 import tempfile
 
 import pytest
-from rollout_fixtures import _rollout_session, rollout_world  # noqa: F401
+
+# --- Docker roll-outs (tests/rollout_fixtures.py, a plugin of its own): one set of kiln-built images per
+# run, shared by tests/integration and tests/reliability and by every worker.
+pytest_plugins = ("rollout_fixtures",)
 
 # --- Roll-out locks are machine-wide (rollout/lock.py). Each test process (every xdist worker, another
 # checkout's run) takes a lock folder of its own, also for what runs at collection time, so fake groups
@@ -15,14 +16,24 @@ from rollout_fixtures import _rollout_session, rollout_world  # noqa: F401
 os.environ["KILN_LOCK_DIR"] = tempfile.mkdtemp(prefix="kiln-test-locks-")
 
 
-# --- Running at once (pytest-xdist, `-n 2 --dist loadfile` in .ci/run): each file runs in one worker, in
-# order, so its module-scoped fixtures (a pipeline world, a built image) are made once and its tests see
-# them in the order they are written. The conventions test (ansible-test sanity, ansible-lint) and the
-# files of Docker roll-outs are the longest, so they start first.
+# --- Running at once (pytest-xdist, `-n 2 --dist loadfile --no-loadscope-reorder` in .ci/run): each file
+# runs in one worker, in order, so its module-scoped fixtures (a pipeline world, a built image) are made
+# once and its tests see them in the order they are written. Files are handed out in this order, longest
+# first: the conventions test (ansible-test sanity, ansible-lint), the Docker roll-outs (the first to ask
+# bakes the run's images while the other worker checks conventions), the other slow files; the many short
+# unit test files come last and even out the end.
 def pytest_collection_modifyitems(config, items):
-    first = {item.path for item in items if item.path.name == "test_conventions.py"}
-    rollouts = {item.path for item in items if "rollout_world" in item.fixturenames}
-    items.sort(key=lambda item: 0 if item.path in first else 1 if item.path in rollouts else 2)
+    def rank(item) -> int:
+        if item.path.name == "test_conventions.py":
+            return 0
+        if "rollout_world" in item.fixturenames:
+            return 1
+        return 2 if item.get_closest_marker("slow") else 3
+
+    ranks: dict = {}
+    for item in items:
+        ranks[item.path] = min(ranks.get(item.path, 3), rank(item))
+    items.sort(key=lambda item: ranks[item.path])
 
 
 # --- The catalog's stores (tests/postgres_support.py): one throwaway PostgreSQL cluster per session,
@@ -54,8 +65,6 @@ def catalog_location(new_catalog_location):
 # --- In CI, scripts/setup has installed every prerequisite (Docker, the base image, Chromium, dpkg):
 # a test that skips there points at a missing install step, so the run fails instead of passing quietly.
 def pytest_sessionfinish(session, exitstatus):
-    import os
-
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = reporter.stats.get("skipped", []) if reporter else []
     if os.environ.get("CI") == "true" and skipped and exitstatus == 0:

@@ -1,20 +1,24 @@
 """Fixtures of the Docker roll-out tests (integration and reliability), loaded by tests/conftest.py.
 
-One session builds, with kiln itself (``ansible-playbook kiln.immutable.build``), the images every
-roll-out test needs into a private catalog: the load balancer ``lb``, two good versions of ``web``,
-one whose /healthz answers 503 (``fault=unhealthy``), one whose page / answers 500 for a fifth of the
-requests (``fault=errors``) and one whose page / is slow (``fault=slow``), both healthy. Each test
-gets groups with unique names; whatever a test leaves (containers, volumes, networks, the load
-balancer) is removed at the end, and so are the images the session built.
+The first test process of a run that needs them builds, with kiln itself (``ansible-playbook
+kiln.immutable.build``), the images every roll-out test needs into a catalog of the run: the load
+balancer ``lb``, two good versions of ``web``, one whose /healthz answers 503 (``fault=unhealthy``),
+one whose page / answers 500 for a fifth of the requests (``fault=errors``), and two whose page / is
+slow (``fault=slow``: about a second, and about five), all healthy but the first. Every process
+(each xdist worker) copies that catalog and shares the images. Each test gets groups with unique
+names; whatever a test leaves (containers, volumes, networks, the load balancer) is removed at the
+end of its process, and the images at the end of the run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,13 +79,6 @@ class RolloutWorld:
             return catalog.get(ref)
 
 
-def _build(env: dict[str, str], image: str, variables: dict[str, str], force: bool = False) -> Version:
-    try:
-        return build_version(env, image, variables, force)
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-
-
 @contextlib.contextmanager
 def _environ(**values: str):
     """``os.environ`` with ``values`` set for the block, as it was afterwards."""
@@ -97,53 +94,103 @@ def _environ(**values: str):
                 os.environ[key] = value
 
 
+# What the session bakes: key -> (image, variables besides the repository, force). "good" comes first,
+# alone with "lb": "next" is the same template and variables, forced to a version of its own.
+FIRST = {"lb": ("lb", {}, False), "good": ("web", {}, False)}
+THEN = {
+    "next": ("web", {}, True),
+    "bad": ("web", {"fault": "unhealthy"}, False),
+    "errors": ("web", {"fault": "errors"}, False),
+    "slow": ("web", {"fault": "slow"}, False),
+    "long": ("web", {"fault": "slow", "slow_rate": "600"}, False),  # about five seconds a request
+}
+
+
+def _bake(folder: Path) -> dict[str, Any]:
+    """Bake the session's images into ``folder``'s catalog, each wave's builds at once."""
+    env = run_env(folder)
+    repo = unique("kt")
+    refs: dict[str, str] = {}
+    for wave in (FIRST, THEN):
+        with ThreadPoolExecutor(max_workers=len(wave)) as pool:
+            futures = {
+                key: pool.submit(build_version, env, image, {"repository": f"{repo}/{image}", **extra}, force)
+                for key, (image, extra, force) in wave.items()
+            }
+            refs.update({key: future.result().ref for key, future in futures.items()})
+    return {"repo": repo, "catalog": env["KILN_CATALOG"], "refs": refs}
+
+
+def session_images(run_root: Path) -> dict[str, Any]:
+    """The run's images, baked by whichever test process asks first; the others wait for them.
+
+    ``run_root`` is one folder for every process of the run (the xdist workers' base temp's parent).
+    A failed bake is written down too, so that the others fail at once with its message.
+    """
+    manifest = run_root / "rollout-images" / "manifest.json"
+    with open(run_root / "rollout-images.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not manifest.exists():
+            manifest.parent.mkdir()
+            try:
+                doc = _bake(manifest.parent)
+            except Exception as exc:
+                doc = {"error": str(exc)}
+            manifest.write_text(json.dumps(doc))
+    doc = json.loads(manifest.read_text())
+    if "error" in doc:
+        pytest.fail(doc["error"])
+    return doc
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """At the very end of the run (its workers are done): remove the images ``session_images`` baked."""
+    if hasattr(session.config, "workerinput"):
+        return
+    manifest = run_root(session.config) / "rollout-images" / "manifest.json"
+    if not manifest.exists():
+        return
+    doc = json.loads(manifest.read_text())
+    if "catalog" not in doc:
+        return
+    with Catalog(doc["catalog"]) as catalog:
+        images = [catalog.get(ref).artifacts["docker"]["image_id"] for ref in doc["refs"].values()]
+    for image in images:
+        try:
+            docker_api.client().images.remove(image, force=True)
+        except Exception as exc:
+            print(f"cleanup of image {image} failed: {exc}", file=sys.stderr)
+
+
+def run_root(config: pytest.Config) -> Path:
+    """The folder every process of this run shares: xdist workers' base temps are folders in it."""
+    base = config._tmp_path_factory.getbasetemp()
+    return base.parent if hasattr(config, "workerinput") else base
+
+
 @pytest.fixture(scope="session")
-def _rollout_session(tmp_path_factory) -> Any:
+def _rollout_session(request, tmp_path_factory) -> Any:
     try:
         docker_api.client()
     except Exception as exc:  # no engine on this machine
         pytest.skip(f"Docker is not available: {exc}")
+    images = session_images(run_root(request.config))
     state = tmp_path_factory.mktemp("rollout")
     env = run_env(state)
-    repo = unique("kt")
-    world = RolloutWorld(state=state, env=env, repo=repo)
-    built: list[str] = []
-    # In-process calls (engine_rollout, docker_environment) find the session's state and catalog here; only
-    # while the session's own code runs, so that other tests of the same worker keep theirs.
-    session_env = {"KILN_STATE_DIR": env["KILN_STATE_DIR"], "KILN_CATALOG": env["KILN_CATALOG"]}
+    shutil.copy(images["catalog"], env["KILN_CATALOG"])  # a catalog of this process's own
+    world = RolloutWorld(state=state, env=env, repo=images["repo"])
+    world.versions = {key: world.resolve(ref) for key, ref in images["refs"].items()}
     try:
-        with _environ(**session_env):
-            reuse = os.environ.get("KILN_TEST_ROLLOUT_CATALOG")
-            if reuse:
-                # Iterating on these tests: a catalog that already holds lb/1, web/1, web/2,
-                # web/3 (unhealthy), web/4 (errors) and web/5 (slow).
-                shutil.copy(reuse, env["KILN_CATALOG"])
-                refs = ("lb", "lb/1"), ("good", "web/1"), ("next", "web/2"), ("bad", "web/3")
-                for key, ref in (*refs, ("errors", "web/4"), ("slow", "web/5")):
-                    world.versions[key] = world.resolve(ref)
-            else:
-                web = {"repository": f"{repo}/web"}
-                world.versions["lb"] = _build(env, "lb", {"repository": f"{repo}/lb"})
-                world.versions["good"] = _build(env, "web", web)
-                world.versions["next"] = _build(env, "web", web, force=True)
-                world.versions["bad"] = _build(env, "web", {**web, "fault": "unhealthy"})
-                world.versions["errors"] = _build(env, "web", {**web, "fault": "errors"})
-                world.versions["slow"] = _build(env, "web", {**web, "fault": "slow"})
-                built = [v.artifacts["docker"]["image_id"] for v in world.versions.values()]
         yield world
     finally:
-        with _environ(**session_env):
+        # In-process calls (docker_environment) find the session's state here, as in the tests.
+        with _environ(KILN_STATE_DIR=env["KILN_STATE_DIR"], KILN_CATALOG=env["KILN_CATALOG"]):
             for group in world.groups:
                 try:
                     docker_environment.down(group)
                 except Exception as exc:  # keep cleaning the others
                     print(f"cleanup of group {group} failed: {exc}", file=sys.stderr)
             provider.settle()  # containers terminated in the background are gone before their images
-            for image in built:
-                try:
-                    docker_api.client().images.remove(image, force=True)
-                except Exception as exc:
-                    print(f"cleanup of image {image} failed: {exc}", file=sys.stderr)
 
 
 @pytest.fixture

@@ -209,17 +209,19 @@ def playbook(
 
 
 def build_version(env: dict[str, str], image: str, variables: dict[str, str], force: bool = False):
-    """Bake one version with kiln's build playbook and return it (the newest version of ``image``)."""
+    """Bake one version with kiln's build playbook and return the version this run recorded."""
     sys.path.insert(0, str(ROOT / "collections"))
     from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog
 
     run = playbook(env, "build", {"kiln_image": image, "kiln_force": force, "kiln_variables": variables})
-    if run.returncode != 0:
+    results = [r["result"] for r in task_results(run)]
+    built = [result["version"] for result in results if {"fingerprint", "version"} <= result.keys()]
+    if run.returncode != 0 or not built:
         raise RuntimeError(
             f"kiln build of {image} failed (rc {run.returncode}):\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}"
         )
     with Catalog(env["KILN_CATALOG"]) as catalog:
-        return catalog.list_versions(image, limit=1)[0]
+        return catalog.get(built[-1])
 
 
 def task_results(run: subprocess.CompletedProcess) -> list[dict]:

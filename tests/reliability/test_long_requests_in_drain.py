@@ -16,15 +16,11 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from ansible_collections.kiln.immutable.plugins.module_utils.common import docker_api
 from ansible_collections.kiln.immutable.plugins.module_utils.deploy import docker_environment
-from ansible_collections.kiln.immutable.plugins.module_utils.providers.docker import provider
 from rollout_fixtures import assert_converged, engine_rollout
-from rollout_support import LoadGenerator, build_version, wait_for
+from rollout_support import LoadGenerator, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-SLOW_RATE = "600"  # bytes a second for the ~3 kB page: about five seconds a request
 
 
 @dataclass
@@ -96,27 +92,6 @@ class LongRequests:
             thread.join(self.timeout + 1)
 
 
-@pytest.fixture(scope="module")
-def long_version(_rollout_session):
-    """The session's images plus a version whose page / takes about five seconds; removed afterwards with
-    the groups this file made."""
-    world = _rollout_session
-    variables = {"repository": f"{world.repo}/web", "fault": "slow", "slow_rate": SLOW_RATE}
-    try:
-        world.versions["long"] = build_version(world.env, "web", variables)
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    first_group = len(world.groups)
-    yield world.versions["long"]
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("KILN_STATE_DIR", world.env["KILN_STATE_DIR"])
-        env.setenv("KILN_CATALOG", world.catalog_path)
-        for group in world.groups[first_group:]:
-            docker_environment.down(group)
-        provider.settle()
-    docker_api.client().images.remove(world.versions.pop("long").artifacts["docker"]["image_id"], force=True)
-
-
 def _long_page(version) -> str:
     return f"{version.ref}\n{'x' * 3000}\n"  # the slow fault's page (roles/golden_image)
 
@@ -166,7 +141,7 @@ def _summary(requests: list[LongRequest]) -> str:
     )
 
 
-def test_long_requests_in_flight_complete_and_their_server_is_removed_after_them(rollout_world, long_version):
+def test_long_requests_in_flight_complete_and_their_server_is_removed_after_them(rollout_world):
     world = rollout_world
     drain_timeout = 30
     group, result, old, long = _long_rollout(world, drain_timeout)
@@ -178,7 +153,7 @@ def test_long_requests_in_flight_complete_and_their_server_is_removed_after_them
     assert len(requests) >= 20, _summary(requests)
     bad = [r for r in requests if r.error or r.status != 200]
     assert not bad, _summary(bad)
-    pages = {_long_page(long_version), f"{world.version('good').ref}\n"}
+    pages = {_long_page(world.version("long")), f"{world.version('good').ref}\n"}
     assert {r.body for r in requests} == pages, _summary(requests)
 
     for name, container_id in old.items():
@@ -198,14 +173,14 @@ def test_long_requests_in_flight_complete_and_their_server_is_removed_after_them
     assert not any(counters.values()), counters
 
 
-def test_a_drain_timeout_shorter_than_the_requests_cuts_them_at_the_timeout(rollout_world, long_version):
+def test_a_drain_timeout_shorter_than_the_requests_cuts_them_at_the_timeout(rollout_world):
     world = rollout_world
     drain_timeout = 1.0
     group, result, old, long = _long_rollout(world, drain_timeout)
     drain, drained = _by_instance(result, "drain"), _by_instance(result, "drained")
     requests = long.requests
     # How long a long request takes when nothing cuts it, measured here: those that ended with the page.
-    duration = min(r.end - r.start for r in requests if r.body == _long_page(long_version))
+    duration = min(r.end - r.start for r in requests if r.body == _long_page(world.version("long")))
     assert duration > 4 * drain_timeout, _summary(requests)
 
     cut = [r for r in requests if r.error or r.status != 200]
