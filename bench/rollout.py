@@ -287,7 +287,7 @@ class Bench:
 
         run("old")
         deadline = time.monotonic() + 30
-        while LoadGenerator(address)._one().ok is False and time.monotonic() < deadline:
+        while LoadGenerator(address).once().ok is False and time.monotonic() < deadline:
             time.sleep(0.2)  # until HAProxy has resolved and checked the servers
         time.sleep(2)
         with LoadGenerator(address, rate=self.args.rate, workers=16) as load:

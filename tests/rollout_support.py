@@ -1,8 +1,8 @@
 """Shared by the Docker roll-out tests and bench/rollout.py: a bounded load generator and group helpers.
 
-The load generator sends GET requests to 127.0.0.1 at a fixed rate from a few threads, one new
-connection per request (what a user's client sees through the load balancer), and records every
-answer: status, latency, body. It stops by itself after ``max_duration`` seconds.
+The load generator sends GET requests to 127.0.0.1 at a fixed rate from a few threads of a process of
+its own, one new connection per request (what a user's client sees through the load balancer), and
+records every answer: status, latency, body. It stops by itself after ``max_duration`` seconds.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,11 @@ class LoadReport:
 
 
 class LoadGenerator:
-    """GET ``path`` on 127.0.0.1:port ``rate`` times a second until stopped or ``max_duration``."""
+    """GET ``path`` on 127.0.0.1:port ``rate`` times a second until stopped or ``max_duration``.
+
+    The clients run in a process of their own, as a user's would: what the caller's threads do meanwhile
+    (a roll-out in the same process, say) neither delays their requests nor adds to their latency.
+    """
 
     def __init__(
         self,
@@ -87,15 +91,64 @@ class LoadGenerator:
         host, _, port = address.rpartition(":")
         if host not in ("127.0.0.1", "localhost"):
             raise ValueError(f"load goes to 127.0.0.1 only, not {address}")
-        self.host, self.port = host, int(port)
-        self.rate, self.path, self.workers = rate, path, workers
-        self.timeout, self.max_duration = timeout, max_duration
+        self._clients = _Clients(host, int(port), rate, path, workers, timeout, max_duration)
         self.report = LoadReport()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._next = 0
-        self._threads: list[threading.Thread] = []
-        self._t0 = 0.0
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> LoadGenerator:
+        spec = json.dumps(asdict(self._clients))
+        self._process = subprocess.Popen(
+            [sys.executable, __file__, spec], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self._process.stdout.readline()  # the first requests are on their way
+        return self
+
+    def stop(self) -> LoadReport:
+        out, _ = self._process.communicate("stop\n", timeout=self._clients.timeout + 60)
+        doc = json.loads(out)
+        self.report.samples = [Sample(*fields) for fields in doc["samples"]]
+        self.report.duration = doc["duration"]
+        return self.report
+
+    def once(self) -> Sample:
+        """One request now, from this process."""
+        return self._clients._one()
+
+    def __enter__(self) -> LoadGenerator:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@dataclass
+class _Clients:
+    """The load generator's own process: ``workers`` threads sharing one schedule, until a line on stdin."""
+
+    host: str
+    port: int
+    rate: float
+    path: str
+    workers: int
+    timeout: float
+    max_duration: float
+
+    def __post_init__(self) -> None:
+        self._t0 = time.monotonic()
+
+    def run(self) -> None:
+        self._stop, self._lock = threading.Event(), threading.Lock()
+        self._next, self._samples = 0, []
+        self._t0 = time.monotonic()
+        threads = [threading.Thread(target=self._worker, daemon=True) for _ in range(self.workers)]
+        for thread in threads:
+            thread.start()
+        print("started", flush=True)
+        threading.Thread(target=lambda: (sys.stdin.readline(), self._stop.set()), daemon=True).start()
+        for thread in threads:
+            thread.join()
+        samples = sorted((astuple(s) for s in self._samples), key=lambda s: s[0])
+        json.dump({"samples": samples, "duration": time.monotonic() - self._t0}, sys.stdout)
 
     def _one(self) -> Sample:
         start = time.monotonic()
@@ -126,29 +179,7 @@ class LoadGenerator:
                 return
             sample = self._one()
             with self._lock:
-                self.report.samples.append(sample)
-
-    def start(self) -> LoadGenerator:
-        self._t0 = time.monotonic()
-        for i in range(self.workers):
-            thread = threading.Thread(target=self._worker, name=f"load-{i}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def stop(self) -> LoadReport:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(self.timeout + 1)
-        self.report.duration = time.monotonic() - self._t0
-        self.report.samples.sort(key=lambda s: s.t)
-        return self.report
-
-    def __enter__(self) -> LoadGenerator:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+                self._samples.append(sample)
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -236,3 +267,7 @@ def task_results(run: subprocess.CompletedProcess) -> list[dict]:
             for host, result in task.get("hosts", {}).items():
                 out.append({"task": task["task"]["name"], "host": host, "result": result})
     return out
+
+
+if __name__ == "__main__":  # LoadGenerator's clients
+    _Clients(**json.loads(sys.argv[1])).run()

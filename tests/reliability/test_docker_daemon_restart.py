@@ -85,7 +85,7 @@ def _answers(address: str) -> bool:
 
 def _serves(lb) -> bool:
     address = lb.address()
-    return bool(address) and LoadGenerator(address)._one().ok
+    return bool(address) and LoadGenerator(address).once().ok
 
 
 def _serving_within(lb, timeout: float) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from ansible_collections.kiln.immutable.plugins.module_utils.common import docker_api
 from ansible_collections.kiln.immutable.plugins.module_utils.common.docker_api import (
     started_at as _started_at,
 )
@@ -378,3 +379,37 @@ def test_a_probe_answered_at_the_address_of_a_restarted_instance_does_not_make_i
     check = HealthCheck(interval=0.001, healthy_threshold=2, unhealthy_threshold=3, deadline=5)
     outcome = Prober(check, probe=backend_probe(DockerProvider())).wait_healthy(_launched())
     assert not outcome.healthy and outcome.attempts == 3 and "started again" in outcome.detail
+
+
+class _Network:
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+
+    def remove(self) -> None:
+        import docker.errors
+
+        if self.errors:
+            raise docker.errors.APIError(self.errors.pop(0))
+
+
+def _engine_with(network: _Network, monkeypatch) -> None:
+    engine = SimpleNamespace(networks=SimpleNamespace(get=lambda name: network))
+    monkeypatch.setattr(docker_api, "client", lambda: engine)
+
+
+def test_a_network_whose_endpoints_the_engine_still_holds_is_removed_once_it_lets_go(monkeypatch):
+    network = _Network(["error while removing network: network kiln-web has active endpoints"] * 2)
+    _engine_with(network, monkeypatch)
+    assert docker_api.remove_network("kiln-web", timeout=5) is True
+    assert network.errors == []  # asked three times
+
+
+def test_a_network_that_cannot_be_removed_is_an_error_naming_it(monkeypatch):
+    _engine_with(_Network(["permission denied"]), monkeypatch)
+    with pytest.raises(KilnError, match="cannot remove docker network kiln-web: .*permission denied"):
+        docker_api.remove_network("kiln-web", timeout=5)
+    held = _Network(["network kiln-web has active endpoints"] * 100)
+    _engine_with(held, monkeypatch)
+    with pytest.raises(KilnError, match="active endpoints"):
+        docker_api.remove_network("kiln-web", timeout=0.3)
+    assert 90 <= len(held.errors) < 100  # retried until the deadline, not forever

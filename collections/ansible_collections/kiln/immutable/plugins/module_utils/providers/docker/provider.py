@@ -256,14 +256,12 @@ class DockerProvider:
                     raise ProviderError(
                         f"cannot remove data volume {volume.name} of group {group}: {exc}"
                     ) from exc
-        for network in engine.networks.list(names=[docker_api.network_name(group)]):
-            try:
-                network.remove()
-                removed["networks"].append(network.name)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                raise ProviderError(f"cannot remove network {network.name} of group {group}: {exc}") from exc
+        network = docker_api.network_name(group)
+        try:
+            if docker_api.remove_network(network):
+                removed["networks"].append(network)
+        except KilnError as exc:
+            raise ProviderError(f"cannot remove the network of group {group}: {exc}") from exc
         return removed
 
     def volumes(self, group: str) -> list[str]:
