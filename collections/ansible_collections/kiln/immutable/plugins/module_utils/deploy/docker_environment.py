@@ -129,10 +129,12 @@ def down(
         before["network"] or lb_containers or before["instances"] or (before["volumes"] and not keep_data)
     )
     removed: dict[str, list[str]] = {"containers": [], "volumes": [], "networks": []}
+    warnings: list[str] = []
     if changed and not check:
         # The load balancer goes first, so no client is sent to an instance being removed.
         removed["containers"].extend(lb.destroy())
         gone = prov.destroy(group, keep_data=keep_data)
+        warnings = gone.pop("warnings", [])
         for key, names in gone.items():
             removed[key].extend(names)
     elif changed:
@@ -141,4 +143,5 @@ def down(
             "volumes": [] if keep_data else before["volumes"],
             "networks": [before["network"]] if before["network"] else [],
         }
-    return {"changed": changed, "before": before, "removed": removed}
+    result = {"changed": changed, "before": before, "removed": removed}
+    return {**result, "warnings": warnings} if warnings else result
