@@ -94,7 +94,7 @@ def _environ(**values: str):
                 os.environ[key] = value
 
 
-# What the session bakes: key -> (image, variables besides the repository, force). "good" comes first,
+# What a run bakes: key -> (image, variables besides the repository, force). "good" comes first,
 # alone with "lb": "next" is the same template and variables, forced to a version of its own.
 FIRST = {"lb": ("lb", {}, False), "good": ("web", {}, False)}
 THEN = {
@@ -144,18 +144,16 @@ def session_images(run_root: Path) -> dict[str, Any]:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """At the very end of the run (its workers are done): remove the images ``session_images`` baked."""
+    """At the very end of the run (its workers are done): remove every image ``session_images`` baked,
+    also those of a bake that failed halfway."""
     if hasattr(session.config, "workerinput"):
         return
-    manifest = run_root(session.config) / "rollout-images" / "manifest.json"
-    if not manifest.exists():
+    baked = run_root(session.config) / "rollout-images" / "catalog.db"
+    if not baked.exists():
         return
-    doc = json.loads(manifest.read_text())
-    if "catalog" not in doc:
-        return
-    with Catalog(doc["catalog"]) as catalog:
-        images = [catalog.get(ref).artifacts["docker"]["image_id"] for ref in doc["refs"].values()]
-    for image in images:
+    with Catalog(str(baked)) as catalog:
+        versions = [v for image in catalog.images() for v in catalog.list_versions(image, limit=100)]
+    for image in filter(None, ((v.artifacts or {}).get("docker", {}).get("image_id") for v in versions)):
         try:
             docker_api.client().images.remove(image, force=True)
         except Exception as exc:

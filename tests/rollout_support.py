@@ -100,7 +100,8 @@ class LoadGenerator:
         self._process = subprocess.Popen(
             [sys.executable, __file__, spec], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
-        self._process.stdout.readline()  # the first requests are on their way
+        if self._process.stdout.readline() != "started\n":  # else the first requests are on their way
+            raise RuntimeError(f"the load generator did not start (exit code {self._process.wait()})")
         return self
 
     def stop(self) -> LoadReport:
