@@ -8,6 +8,7 @@ at once) stands in for a broken image.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -58,10 +59,16 @@ def recorded_results(state: Path, ref: str = "web/1") -> list[dict]:
         return catalog.get(ref).tests
 
 
-def leftovers() -> list[str]:
+def leftovers(state: Path) -> list[str]:
+    """Containers and volumes left by this test's runs, which their logs name: meanwhile other workers
+    test a web/1 of their own, under names of the same shape."""
+    names: set[str] = set()
+    for log in (state / "logs").glob("test-*.log"):
+        names.update(re.findall(r"kiln-test-web-1-[0-9a-f]{8}", log.read_text(errors="replace")))
+    assert names, "the runs' logs name their instances"
     engine = client()
-    names = [c.name for c in engine.containers.list(all=True) if c.name.startswith("kiln-test-web-1-")]
-    return names + [v.name for v in engine.volumes.list() if v.name.startswith("kiln-test-web-1-")]
+    found = [c.name for c in engine.containers.list(all=True) if c.name in names]
+    return found + [v.name for v in engine.volumes.list() if v.name.removesuffix("-data") in names]
 
 
 @pytest.mark.parametrize(
@@ -97,7 +104,7 @@ def test_a_candidate_that_does_not_start_fails_the_first_check(state):
     (last,) = recorded_results(state)
     assert last["passed"] is False and last["details"]["check"].startswith("Starts:")
     assert Path(last["log_path"]).is_file()
-    assert leftovers() == []
+    assert leftovers(state) == []
 
 
 @pytest.mark.docker
@@ -109,4 +116,4 @@ def test_a_run_stopped_by_its_timeout_is_recorded_failed_and_cleaned_up(state):
     (last,) = recorded_results(state)
     assert last["passed"] is False and last["details"]["rc"] is None
     assert "stopped after the 4s timeout" in Path(last["log_path"]).read_text()
-    assert leftovers() == []
+    assert leftovers(state) == []
