@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog, Version
-from ansible_collections.kiln.immutable.plugins.module_utils.common.docker_api import client, image_id
+from ansible_collections.kiln.immutable.plugins.module_utils.common.docker_api import client
 from ansible_collections.kiln.immutable.plugins.module_utils.test_stage.image_test import parse_dpkg
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,31 +56,13 @@ def test_golden_image_role_converges_twice_and_the_second_run_changes_nothing(tm
     assert _leftovers(instance) == []
 
 
-@pytest.fixture(scope="module")
-def web_image():
-    """One real web image baked from packer/web (version 1) in a repository of its own."""
-    repository = f"kiln-molecule-{uuid.uuid4().hex[:8]}/web"
-    result = subprocess.run(
-        [
-            "packer",
-            "build",
-            "-only=docker.web",
-            "-var",
-            "version=1",
-            "-var",
-            f"repository={repository}",
-            "web.pkr.hcl",
-        ],
-        cwd=ROOT / "packer" / "web",
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-4000:]
-    tag = f"{repository}:1"
-    yield tag, image_id(tag)
-    client().images.remove(tag, force=True)
+@pytest.fixture
+def web_image(_rollout_session):
+    """A real web image baked from packer/web: the run's first good version (tests/rollout_fixtures.py;
+    not its catalog). It answers web/1 on /version, as the version the test registers it as."""
+    good = _rollout_session.version("good")
+    assert good.ref == "web/1"
+    return good.artifacts["docker"]["tag"], good.artifacts["docker"]["image_id"]
 
 
 def test_image_scenario_fails_when_the_packages_differ_from_the_catalog(web_image, tmp_path):
