@@ -64,6 +64,7 @@ class World:
         self.launch_errors: set[str] = set()  # versions whose launch raises
         self.lost_servers: set[str] = set()  # versions whose server is gone by enable (balancer restarted)
         self.launch_delay = 0.0
+        self.slot_delays: dict[int, float] = {}  # slot -> its launch delay, instead of launch_delay
         self.crash_at: int | None = None
         self.crash_after = False  # crash after the change instead of before it
         self.changes = 0
@@ -159,8 +160,7 @@ class FakeProvider:
             w.running_launches += 1
             w.max_parallel_launches = max(w.max_parallel_launches, w.running_launches)
         try:
-            if w.launch_delay:
-                time.sleep(w.launch_delay)
+            time.sleep(w.slot_delays.get(slot, w.launch_delay))
             if version.ref in w.launch_errors:
                 raise KilnError(f"cannot start {version.ref} in slot {slot}: image not found")
             with w.lock:

@@ -104,6 +104,40 @@ def test_launches_within_a_batch_run_in_parallel(world, tmp_path):
     assert other.max_parallel_launches == 2
 
 
+def first(result: dict, event: str, slot: int) -> float:
+    return next(e["t"] for e in result["events"] if e["event"] == event and e.get("slot") == slot)
+
+
+def test_the_next_batch_starts_as_soon_as_a_slot_of_the_current_one_is_done(world, tmp_path):
+    world.slot_delays[0] = 0.5  # the slow slot of the first batch
+    result = rollout(world, tmp_path, batch_size=2).run()
+    assert result["status"] == "succeeded"
+    world.assert_converged(4, "web/2")
+    # Slot 1 was done long before slot 0: the second batch did not wait for it, with at most a batch's
+    # worth of slots in flight (2 surging at once).
+    assert first(result, "launch", 2) < first(result, "healthy", 0)
+    assert world.max_parallel_launches == 2 and world.max_alive <= 6 and world.min_ready == 4
+    assert [b["slots"] for b in result["batches"]] == [[0, 1], [2, 3]]
+
+
+def test_batches_wait_for_each_other_around_a_checkpoint(world, tmp_path):
+    world.slot_delays[0] = 0.3
+    result = rollout(world, tmp_path, batch_size=2, checkpoints=[50], checkpoint_delay=0.01).run()
+    assert result["status"] == "succeeded"
+    assert first(result, "launch", 2) > first(result, "checkpoint", None) > first(result, "healthy", 0)
+
+
+def test_no_slot_starts_once_more_slots_failed_than_tolerated(world, tmp_path):
+    world.bad_slots.add(("web/2", 1))
+    world.slot_delays.update({1: 0.2, 2: 0.2})  # slot 1 fails while slot 2, started after slot 0, runs
+    result = rollout(world, tmp_path, batch_size=2).run()
+    assert result["status"] == "rolled_back" and result["failed_slots"] == [1]
+    launched = {c[1] for c in world.calls if c[0] == "launch" and c[2] == "web/2"}
+    assert launched == {0, 1, 2}  # slot 3 never started
+    world.assert_converged(4, "web/1")
+    assert world.min_ready == 4
+
+
 def test_unhealthy_version_rolls_back_by_itself(world, tmp_path):
     world.bad_versions.add("web/2")
     result = rollout(world, tmp_path, batch_size=2).run()

@@ -15,8 +15,13 @@ description:
   - Batches come from O(batch_size), like Ansible's C(serial). With O(max_surge), new instances start next
     to the old ones; otherwise old ones are replaced in place while at least O(min_healthy_percentage) of
     the group stays in service.
-  - Instances already on the target version are skipped. Launches within a batch run in parallel.
-  - When more than O(max_failures) slots fail their health checks, the roll-out stops and, unless
+  - Instances already on the target version are skipped. The slots of a batch are replaced at once, and
+    batches follow one another without a gap - as soon as a slot is done, one of the next batch starts, so
+    that a batch's worth of slots is being replaced at any time (like the C(max_parallel) of a Nomad
+    update or a Kubernetes rolling update), not waiting for the slowest slot of each batch. Batches wait
+    for each other where something comes between them - a bake or analysis, a checkpoint, a canary step.
+  - When more than O(max_failures) slots fail their health checks, no new slot starts; once the slots being
+    replaced have finished (one of the next batch may have started), the roll-out stops and, unless
     O(auto_rollback=false), puts the previous version back in every slot it touched.
   - A journal under C(<state dir>/rollouts/<group>/) is written after every step; running the module again
     after the process was killed resumes the roll-out and ends converged. A lock per group refuses a second
@@ -105,7 +110,7 @@ options:
     type: float
     default: 30
   parallel:
-    description: At most this many slots of a batch are replaced at once. When not set, the whole batch.
+    description: At most this many slots are replaced at once. When not set, a whole batch.
     type: int
   strategy:
     description:

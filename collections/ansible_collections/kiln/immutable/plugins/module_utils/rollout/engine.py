@@ -20,13 +20,14 @@ beside the in-service ones (``standby``) until its switch or the end of its roll
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime
 import os
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
 from ..common.files import write_json_atomic
@@ -388,11 +389,17 @@ class Rollout:
                 return
         todo = [s for s in slots if s not in failed and self._version_of(s) != self.target.ref]
         done = sum(1 for s in slots if self._version_of(s) == self.target.ref)
-        for item in strategies.forward_batches(self.options, todo, slots, done, passed):
+        items = strategies.forward_batches(self.options, todo, slots, done, passed)
+        # Batches follow one another without a gap, unless a bake, an analysis or a checkpoint comes
+        # between two of them.
+        gaps = self.options.strategy != "rolling" or analysis_wanted(self.options) or self.options.checkpoints
+        runs = [[item] for item in items] if gaps else [items] if items else []
+        for run in runs:
             if self._interrupted():
                 return
-            if item["slots"]:
-                self._run_batch(item["slots"], {s: self.target for s in item["slots"]}, "forward")
+            batches = [item["slots"] for item in run if item["slots"]]
+            if batches:
+                self._run_batches(batches, {s: self.target for batch in batches for s in batch}, "forward")
             if len(doc["failed_slots"]) > limits.max_failures:
                 self.journal.event(
                     "stopped", failed_slots=doc["failed_slots"], max_failures=limits.max_failures
@@ -404,6 +411,7 @@ class Rollout:
                     doc["status"] = "failed"
                     self.journal.save()
                 return
+            item = run[-1]
             key = item["step"] if item["step"] is not None else f"batch-{len(doc['batches']) - 1}"
             if not self._bake(key, item["bake_time"], item["weight"]):
                 return
@@ -451,10 +459,7 @@ class Rollout:
         for s in todo:
             ref = before[str(s)]
             desired[s] = None if ref is None else self._version(ref)
-        for batch in plan_batches(todo, self.options.batch_size, len(slots)):
-            if self._interrupted():
-                return
-            self._run_batch(batch, {s: desired[s] for s in batch}, "rollback")
+        self._run_batches(plan_batches(todo, self.options.batch_size, len(slots)), desired, "rollback")
         left = [s for s in todo if self._version_of(s) != before[str(s)]]
         if left and not self._interrupted():
             doc["status"] = "failed"
@@ -539,51 +544,82 @@ class Rollout:
             duration_s=record["duration_s"],
         )
 
-    def _run_batch(self, batch: list[int], desired: dict[int, Any], phase: str) -> None:
+    def _run_batches(self, batches: list[list[int]], desired: dict[int, Any], phase: str) -> None:
+        """Replace the slots of ``batches``, in order, keeping the batch's width of slots in flight.
+
+        A slot of the next batch starts as soon as one of the current batch is done (the next batch's
+        width then applies), so the engine never waits for a batch's slowest slot with nothing to do;
+        where something must happen between two batches (a bake, a checkpoint), the caller passes one
+        batch at a time. Each slot is replaced with surge while fewer than ``max_surge`` surge, else in
+        place while the instances in service stay at the minimum. No new slot starts once the run is
+        asked to stop or (forward) more than ``max_failures`` slots failed; those in flight finish.
+        """
         doc = self.journal.doc
-        record = self._open_batch(batch, phase)
-        surge_cap = self.limits.max_surge if self.limits.max_surge is not None else len(batch)
-        pending = list(batch)
-        while pending and not self._interrupted():
-            budget = self._in_service() - self.limits.min_in_service
-            wave: list[tuple[int, str]] = []
-            surged = down = 0
-            for slot in pending:
-                old, want = self.current.get(slot), desired[slot]
-                if old is None or want is None:
-                    wave.append((slot, "fill" if want is not None else "retire"))
-                elif surged < surge_cap:
-                    surged += 1
-                    wave.append((slot, "surge"))
-                elif down < budget:
-                    down += 1
-                    wave.append((slot, "in_place"))
-            if not wave:
-                raise RolloutError(
-                    f"replacing slot(s) {pending} would take group '{self.group}' below "
-                    f"{self.limits.min_in_service} instances in service (min_healthy_percentage "
-                    f"{self.options.min_healthy_percentage}, max_surge {self.options.max_surge})"
-                )
-            # Versions a failed slot may be restored to are looked up here, on the calling thread:
-            # resolve_version may be a catalog bound to one thread (SQLite).
-            for slot, _mode in wave:
-                old = self.current.get(slot)
-                if old is not None:
-                    with contextlib.suppress(Exception):  # unknown: the restore reports it
-                        self._version(old.version)
-            workers = min(len(wave), self.options.parallel or len(wave))
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kiln-slot") as pool:
-                results = list(
-                    pool.map(lambda item: self._replace_slot(item[0], desired[item[0]], item[1], phase), wave)
-                )
-            with self.journal._lock:
-                record["instances"].extend(results)
-                for res in results:
-                    if res["outcome"] == "failed" and phase == "forward":
-                        doc["failed_slots"].append(res["slot"])
-            done = {item[0] for item in wave}
-            pending = [s for s in pending if s not in done]
-        self._close_batch(record, interrupted=bool(pending))
+        limits = self.limits
+        queue = [(index, slot) for index, batch in enumerate(batches) for slot in batch]
+        left = [len(batch) for batch in batches]
+        records: dict[int, dict[str, Any]] = {}
+        flight: dict[Any, tuple[int, int, str]] = {}  # future -> (batch index, slot, mode)
+
+        def halted() -> bool:
+            failed = phase == "forward" and len(doc["failed_slots"]) > limits.max_failures
+            return failed or self.stop.is_set()
+
+        def mode_of(slot: int) -> str | None:
+            old, want = self.current.get(slot), desired[slot]
+            if old is None or want is None:
+                return "fill" if want is not None else "retire"
+            modes = [m for _i, _s, m in flight.values()]
+            if limits.max_surge is None or modes.count("surge") < limits.max_surge:
+                return "surge"
+            down = {s for _i, s, m in flight.values() if m == "in_place"}
+            with self._state_lock:
+                serving = sum(1 for s, inst in self.current.items() if inst is not None and s not in down)
+            return "in_place" if serving - 1 >= limits.min_in_service else None
+
+        width = self.options.parallel or max(map(len, batches), default=1)
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="kiln-slot") as pool:
+            while queue or flight:
+                while queue and not halted():
+                    index, slot = queue[0]
+                    mode = mode_of(slot)
+                    if mode is None or len(flight) >= min(width, len(batches[index])):
+                        break
+                    queue.pop(0)
+                    if index not in records:
+                        records[index] = self._open_batch(batches[index], phase)
+                    # A failed slot may be restored to its old version, looked up here on the calling
+                    # thread: resolve_version may be a catalog bound to one thread (SQLite).
+                    old = self.current.get(slot)
+                    if old is not None:
+                        with contextlib.suppress(Exception):  # unknown: the restore reports it
+                            self._version(old.version)
+                    future = pool.submit(self._replace_slot, slot, desired[slot], mode, phase)
+                    flight[future] = (index, slot, mode)
+                if not flight:
+                    if queue and not halted():
+                        pending = [s for _i, s in queue]
+                        raise RolloutError(
+                            f"replacing slot(s) {pending} would take group '{self.group}' below "
+                            f"{limits.min_in_service} instances in service (min_healthy_percentage "
+                            f"{self.options.min_healthy_percentage}, max_surge {self.options.max_surge})"
+                        )
+                    break
+                done, _running = wait(flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index, slot, _mode = flight.pop(future)
+                    result = future.result()
+                    with self.journal._lock:
+                        records[index]["instances"].append(result)
+                        if result["outcome"] == "failed" and phase == "forward":
+                            bisect.insort(doc["failed_slots"], slot)
+                    left[index] -= 1
+                    if not left[index]:
+                        self._close_batch(records.pop(index))
+        if queue:  # stopped, with nothing in flight: the journal says so from this safe point
+            self._interrupted()
+        for record in records.values():
+            self._close_batch(record, interrupted=True)
 
     def _replace_slot(self, slot: int, version: Any, mode: str, phase: str) -> dict[str, Any]:
         """Replace one slot's instance; never raises: a failure is the slot's outcome."""

@@ -69,7 +69,7 @@ class RolloutOptions:
     max_failures: Any = 0  # failed slots tolerated (number or percentage) before stopping
     auto_rollback: bool = True  # on stop, put the old version back in every slot touched
     drain_timeout: float = 30.0  # seconds to wait for a drained server's sessions to end
-    parallel: int | None = None  # slots replaced at once within a batch; None: the whole batch
+    parallel: int | None = None  # slots replaced at once; None: a whole batch
     size: int | None = None  # instances the group should have; None: the slots it has now
     strategy: str = "rolling"  # rolling, canary (steps) or blue_green (a full new set, then a switch)
     steps: list[dict[str, Any]] = field(default_factory=list)  # canary: [{instances: 1, bake_time: 60}, ...]
