@@ -86,6 +86,7 @@ def test_pipeline_on_the_aws_inventory(aws_env, tmp_path):
             assert version.last_test and version.last_test["passed"], "the docker artifact was tested"
             ami = version.artifacts["ami"][REGION]
             assert version.artifacts["docker"]["image_id"]
+            assert not catalog.list_versions("lb", limit=1), "no group is behind HAProxy: no lb image to bake"
         for group in groups.values():
             ids = world.asg_instance_ids(group)
             assert len(ids) == 2
