@@ -18,11 +18,12 @@ from rollout_support import ROOT, VENV_BIN, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-LEASE_S = 30  # the lease a dead runner leaves behind (rollout.lock.LeaseLock's default)
+LEASE_S = 10  # the lease a dead runner leaves behind (the option lease_ttl; 30 s by default)
 
 
 def _start(env: dict, inventory: str, group: str, ref: str, warmup: float = 0) -> subprocess.Popen:
-    extra = {"kiln_group": group, "kiln_version": ref, "kiln_rollout": {"batch_size": 1, "max_surge": 1}}
+    rollout = {"batch_size": 1, "max_surge": 1, "lease_ttl": LEASE_S}
+    extra = {"kiln_group": group, "kiln_version": ref, "kiln_rollout": rollout}
     extra["kiln_health"] = {"interval": 0.3, "healthy_threshold": 4, "warmup": warmup}
     return subprocess.Popen(
         [

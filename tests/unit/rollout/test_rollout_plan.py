@@ -73,6 +73,7 @@ def test_bad_batch_size_is_refused_naming_it(spec, message):
         ({"parallel": 0}, "parallel must be at least 1"),
         ({"size": 0}, "size must be at least 1"),
         ({"drain_timeout": -1}, "drain_timeout must be 0 or more"),
+        ({"lease_ttl": 0}, "lease_ttl must be more than 0 seconds"),
     ],
 )
 def test_bad_options_are_refused_naming_them(options, message):

@@ -28,8 +28,9 @@ description:
     roll-out of the group while one runs. The result is also written there as C(<id>.json), and each event
     is appended to C(progress.log) as it happens.
   - The lock is machine-wide with an SQLite catalog. With a PostgreSQL catalog, the lock is a lease in the
-    database (renewed every 10 s, expiring 30 s after the last renewal) and the journal is kept there too,
-    so another runner takes over the roll-out of a runner that died once its lease has expired.
+    database (renewed every third of O(lease_ttl), expiring O(lease_ttl) seconds after the last renewal) and
+    the journal is kept there too, so another runner takes over the roll-out of a runner that died once its
+    lease has expired.
   - In check mode, returns the plan (batches, instances, versions) and changes nothing.
 author:
   - kiln developers (@kiln)
@@ -169,6 +170,13 @@ options:
         The next roll-out after the window retires it; C(0) retires it at once.
     type: float
     default: 0
+  lease_ttl:
+    description:
+      - With a PostgreSQL catalog, seconds the runner's lease on the group lasts after its last renewal (it
+        is renewed every third of that). Another runner takes over the roll-out of a runner that died this
+        long after its last renewal; a runner that cannot reach the database for that long loses the lease.
+    type: float
+    default: 30
   health:
     description: The health probe of a new instance, against its probe address on 127.0.0.1.
     type: dict

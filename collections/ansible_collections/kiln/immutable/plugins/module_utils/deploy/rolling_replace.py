@@ -112,7 +112,7 @@ def execute(
         shared = catalog.shared_rollouts()
         if shared:
             stack.callback(shared.close)
-            rollout.lock = LeaseLock(shared, group)
+            rollout.lock = LeaseLock(shared, group, ttl_s=options.lease_ttl)
             rollout.journal_keeper = SharedJournal(shared, group)
         if check:
             plan = rollout.plan()

@@ -80,6 +80,7 @@ class RolloutOptions:
     min_requests: int = 100  # fewer requests to the new version in the window: inconclusive (pause)
     preview_percent: int = 10  # blue_green: share of traffic the new set takes while it is analysed
     rollback_window: float = 0.0  # blue_green: seconds the old set is kept, switched back in a second
+    lease_ttl: float = 30.0  # shared catalog: seconds a runner's lease on the group outlives its last renewal
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +120,12 @@ def validate(options: RolloutOptions, total: int, room: bool = True) -> Limits:
             raise RolloutError(f"checkpoints[{i}] must be a percentage from 1 to 100, got {cp!r}")
     if options.checkpoint_delay < 0:
         raise RolloutError(f"checkpoint_delay must be 0 or more, got {options.checkpoint_delay}")
+    if (
+        isinstance(options.lease_ttl, bool)
+        or not isinstance(options.lease_ttl, int | float)
+        or options.lease_ttl <= 0
+    ):
+        raise RolloutError(f"lease_ttl must be more than 0 seconds, got {options.lease_ttl!r}")
     if options.drain_timeout < 0:
         raise RolloutError(f"drain_timeout must be 0 or more, got {options.drain_timeout}")
     if options.parallel is not None and options.parallel < 1:
