@@ -113,6 +113,6 @@ def test_image_scenario_fails_when_the_packages_differ_from_the_catalog(web_imag
     ):
         assert check in log
     # this run's instance, named in its log: meanwhile other workers test a web/1 of their own
-    instance = re.search(r"kiln-test-web-1-[0-9a-f]{8}", log)
-    assert instance and _leftovers(instance.group(0)) == []
+    instance = re.search(r"^# instance (kiln-test-web-1-[0-9a-f]{8})$", log, re.M)
+    assert instance and _leftovers(instance.group(1)) == []
     assert json.loads(json.dumps(last))["duration_s"] > 0

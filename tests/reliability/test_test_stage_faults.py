@@ -64,7 +64,7 @@ def leftovers(state: Path) -> list[str]:
     test a web/1 of their own, under names of the same shape."""
     names: set[str] = set()
     for log in (state / "logs").glob("test-*.log"):
-        names.update(re.findall(r"kiln-test-web-1-[0-9a-f]{8}", log.read_text(errors="replace")))
+        names.update(re.findall(r"^# instance (kiln-test-web-1-[0-9a-f]{8})$", log.read_text(), re.M))
     assert names, "the runs' logs name their instances"
     engine = client()
     found = [c.name for c in engine.containers.list(all=True) if c.name in names]

@@ -216,6 +216,8 @@ def run_molecule(
     lines: list[str] = []
     with open(log_path, "w", encoding="utf-8") as log:
         log.write(f"$ cd {project_dir} && {' '.join(cmd)}\n")
+        if env.get("KILN_TEST_INSTANCE"):  # the run's container, named before Molecule says anything
+            log.write(f"# instance {env['KILN_TEST_INSTANCE']}\n")
         # its own session: on a timeout or Ctrl-C the whole tree (ansible-playbook too) is stopped
         proc = subprocess.Popen(
             cmd,
