@@ -66,11 +66,20 @@ def test_the_next_build_stops_what_a_dead_kiln_left_and_says_so(state, tmp_path)
 
 
 def test_the_guard_interrupts_packer_when_kiln_is_gone(tmp_path):
-    """Packer's stand-in traps SIGINT and writes to its output while it cleans up, as Packer does."""
+    """Packer's stand-in handles SIGINT and writes to its output while it cleans up, as Packer does.
+
+    (Python, not a shell trap: a shell drops a SIGINT that comes as its foreground command exits.)"""
     log = tmp_path / "build.log"
-    script = "trap 'echo cleaning up; sleep 0.3; echo cleaned; exit 1' INT; while :; do sleep 0.1; done"
+    script = (
+        "import signal, sys, time\n"
+        "def clean(*_):\n"
+        "    print('cleaning up', flush=True); time.sleep(0.3); print('cleaned', flush=True); sys.exit(1)\n"
+        "signal.signal(signal.SIGINT, clean)\n"
+        "signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # like Packer: killed by a write to a broken pipe\n"
+        "while True: time.sleep(0.1)\n"
+    )
     packer = subprocess.Popen(
-        ["sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
     kiln = subprocess.Popen(["sleep", "60"])
     record = leftovers.BuildRecord("web", "7", str(log))

@@ -171,7 +171,7 @@ def molecule_command() -> str:
     found = beside if os.access(beside, os.X_OK) else shutil.which("molecule")
     if not found:
         raise ImageTestError(
-            "molecule is not installed: pip install 'molecule>=25.1' 'molecule-plugins[docker]' "
+            "molecule is not installed: pip install 'molecule>=25.1' "
             "(scripts/setup installs it into .venv)"
         )
     return found
