@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog, Version
 from ansible_collections.kiln.immutable.plugins.module_utils.common.docker_api import client
-from ansible_collections.kiln.immutable.plugins.module_utils.test_stage.image_test import parse_dpkg
+from ansible_collections.kiln.immutable.plugins.module_utils.test_stage.image_test import (
+    logged_instances,
+    parse_dpkg,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTION = ROOT / "collections" / "ansible_collections" / "kiln" / "immutable"
@@ -113,6 +116,6 @@ def test_image_scenario_fails_when_the_packages_differ_from_the_catalog(web_imag
     ):
         assert check in log
     # this run's instance, named in its log: meanwhile other workers test a web/1 of their own
-    instance = re.search(r"^# instance (kiln-test-web-1-[0-9a-f]{8})$", log, re.M)
-    assert instance and _leftovers(instance.group(1)) == []
+    (instance,) = logged_instances(log)
+    assert instance.startswith("kiln-test-web-1-") and _leftovers(instance) == []
     assert json.loads(json.dumps(last))["duration_s"] > 0

@@ -8,7 +8,6 @@ at once) stands in for a broken image.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import uuid
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 from ansible_collections.kiln.immutable.plugins.module_utils.catalog.catalog import Catalog, Version
 from ansible_collections.kiln.immutable.plugins.module_utils.common.docker_api import client, image_id
+from ansible_collections.kiln.immutable.plugins.module_utils.test_stage.image_test import logged_instances
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -64,7 +64,7 @@ def leftovers(state: Path) -> list[str]:
     test a web/1 of their own, under names of the same shape."""
     names: set[str] = set()
     for log in (state / "logs").glob("test-*.log"):
-        names.update(re.findall(r"^# instance (kiln-test-web-1-[0-9a-f]{8})$", log.read_text(), re.M))
+        names.update(logged_instances(log.read_text()))
     assert names, "the runs' logs name their instances"
     engine = client()
     found = [c.name for c in engine.containers.list(all=True) if c.name in names]

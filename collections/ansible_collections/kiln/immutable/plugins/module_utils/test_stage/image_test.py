@@ -39,6 +39,7 @@ DEFAULT_TIMEOUT_S = 900.0
 
 _TASK = re.compile(r"^TASK \[(?P<name>.*)\]")
 _FAILED = re.compile(r"^(fatal|failed): \[")
+_INSTANCE = re.compile(r"^# instance (\S+)$", re.M)  # the line run_molecule writes first
 
 
 class ImageTestError(KilnError):
@@ -171,8 +172,7 @@ def molecule_command() -> str:
     found = beside if os.access(beside, os.X_OK) else shutil.which("molecule")
     if not found:
         raise ImageTestError(
-            "molecule is not installed: pip install 'molecule>=25.1' "
-            "(scripts/setup installs it into .venv)"
+            "molecule is not installed: pip install 'molecule>=25.1' (scripts/setup installs it into .venv)"
         )
     return found
 
@@ -217,7 +217,7 @@ def run_molecule(
     with open(log_path, "w", encoding="utf-8") as log:
         log.write(f"$ cd {project_dir} && {' '.join(cmd)}\n")
         if env.get("KILN_TEST_INSTANCE"):  # the run's container, named before Molecule says anything
-            log.write(f"# instance {env['KILN_TEST_INSTANCE']}\n")
+            log.write(f"# instance {env['KILN_TEST_INSTANCE']}\n")  # read by logged_instances
         # its own session: on a timeout or Ctrl-C the whole tree (ansible-playbook too) is stopped
         proc = subprocess.Popen(
             cmd,
@@ -255,6 +255,11 @@ def run_molecule(
             log.write(f"kiln: stopped after the {timeout_s:g}s timeout\n")
             return None, lines
         return rc, lines
+
+
+def logged_instances(log_text: str) -> list[str]:
+    """The containers a test run's log names as its own (the line run_molecule writes first)."""
+    return _INSTANCE.findall(log_text)
 
 
 def _stop(proc: subprocess.Popen) -> None:
