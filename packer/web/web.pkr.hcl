@@ -33,7 +33,7 @@ variable "fault" {
 variable "slow_rate" {
   type        = string
   default     = "2k"
-  description = "With fault slow: bytes a second the page / is sent at (nginx limit_rate); 2k takes about a second, 600 about five."
+  description = "With fault slow: bytes a second the page / is sent at (nginx limit_rate); 2k takes about a second, 600 about five; a request may ask for its own (/?rate=600)."
 }
 
 variable "aws_region" {

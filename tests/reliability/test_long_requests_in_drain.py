@@ -1,10 +1,10 @@
 """Long requests in flight while their servers are drained, against the real Docker engine and HAProxy.
 
-The group first runs a version of the sample image whose page / takes about five seconds (``fault=slow``
-at 600 bytes a second); its ``X-Kiln-Instance`` header names the instance that sends it. Long requests
-start through the load balancer on 127.0.0.1 every quarter of a second or so, next to a background load
-on /version, while the group rolls out to a good version: every old server is drained with long
-requests still on it.
+The group first runs the slow version of the sample image (``fault=slow``), whose page / asked for at
+600 bytes a second (``/?rate=600``) takes about five seconds; its ``X-Kiln-Instance`` header names the
+instance that sends it. Long requests start through the load balancer on 127.0.0.1 every quarter of a
+second or so, next to a background load on /version, while the group rolls out to a good version: every
+old server is drained with long requests still on it.
 """
 
 from __future__ import annotations
@@ -39,10 +39,13 @@ class LongRequest:
         return self.start < t and (not self.end or self.end > t)
 
 
+LONG_PATH = "/?rate=600"  # about five seconds a request
+
+
 class LongRequests:
-    """GET / on 127.0.0.1:port every ``interval`` seconds (jittered, so that round robin spreads them
-    over the servers whatever the background load), each on its own connection, until stopped or
-    ``limit`` requests; stopping waits for the ones in flight."""
+    """GET ``LONG_PATH`` on 127.0.0.1:port every ``interval`` seconds (jittered, so that round robin
+    spreads them over the servers whatever the background load), each on its own connection, until
+    stopped or ``limit`` requests; stopping waits for the ones in flight."""
 
     def __init__(self, address: str, interval: float = 0.25, limit: int = 200, timeout: float = 30.0):
         host, _, port = address.rpartition(":")
@@ -57,7 +60,7 @@ class LongRequests:
     def _one(self, request: LongRequest) -> None:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
-            conn.request("GET", "/")
+            conn.request("GET", LONG_PATH)
             response = conn.getresponse()
             request.status = response.status
             request.instance = response.getheader("X-Kiln-Instance", "")
@@ -111,11 +114,11 @@ def _backend_counters(group: str) -> dict[str, int]:
 
 
 def _long_rollout(world, drain_timeout: float):
-    """A group of two on the long version, rolled out to the good one while long requests are on every old
+    """A group of two on the slow version, rolled out to the good one while long requests are on every old
     server and a background load goes on without a failed request: (group, roll-out result, {old instance
     name: container id}, the long requests)."""
     group = world.group("drain")
-    engine_rollout(world, group, "long", size=2, batch_size=2)
+    engine_rollout(world, group, "slow", size=2, batch_size=2)
     address = docker_environment.load_balancer(group).address()
     old = {i.name: i.id for i in docker_environment.provider().list_instances(group)}
     with LoadGenerator(address, rate=40) as load, LongRequests(address) as long:
@@ -153,7 +156,7 @@ def test_long_requests_in_flight_complete_and_their_server_is_removed_after_them
     assert len(requests) >= 20, _summary(requests)
     bad = [r for r in requests if r.error or r.status != 200]
     assert not bad, _summary(bad)
-    pages = {_long_page(world.version("long")), f"{world.version('good').ref}\n"}
+    pages = {_long_page(world.version("slow")), f"{world.version('good').ref}\n"}
     assert {r.body for r in requests} == pages, _summary(requests)
 
     for name, container_id in old.items():
@@ -180,7 +183,7 @@ def test_a_drain_timeout_shorter_than_the_requests_cuts_them_at_the_timeout(roll
     drain, drained = _by_instance(result, "drain"), _by_instance(result, "drained")
     requests = long.requests
     # How long a long request takes when nothing cuts it, measured here: those that ended with the page.
-    duration = min(r.end - r.start for r in requests if r.body == _long_page(world.version("long")))
+    duration = min(r.end - r.start for r in requests if r.body == _long_page(world.version("slow")))
     assert duration > 4 * drain_timeout, _summary(requests)
 
     cut = [r for r in requests if r.error or r.status != 200]
