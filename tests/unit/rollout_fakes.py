@@ -85,20 +85,22 @@ class World:
 
     # --- bookkeeping
 
-    def _change(self, name: str, *args) -> None:
-        """Count one changing call; crash before it when told to."""
+    def _change(self, name: str, *args) -> int:
+        """Count one changing call and return its number; crash before it when told to."""
         with self.lock:
             self.changes += 1
             self.calls.append((name, *args))
             if self.crash_at == self.changes and not self.crash_after:
                 self.crash_at = None
                 raise Crash(f"before {name} #{self.changes}")
+            return self.changes
 
-    def _after(self, name: str) -> None:
+    def _after(self, name: str, number: int) -> None:
+        """Crash after change ``number`` when told to (another slot's changes may have come since)."""
         with self.lock:
-            if self.crash_at == self.changes and self.crash_after:
+            if self.crash_at == number and self.crash_after:
                 self.crash_at = None
-                raise Crash(f"after {name} #{self.changes}")
+                raise Crash(f"after {name} #{number}")
 
     def _measure(self) -> None:
         ready = sum(1 for s in self.servers.values() if s == SERVER_READY)
@@ -155,7 +157,7 @@ class FakeProvider:
 
     def launch(self, group: str, slot: int, version: FakeVersion) -> Instance:
         w = self.world
-        w._change("launch", slot, version.ref)
+        change = w._change("launch", slot, version.ref)
         with w.lock:
             w.running_launches += 1
             w.max_parallel_launches = max(w.max_parallel_launches, w.running_launches)
@@ -170,15 +172,15 @@ class FakeProvider:
         finally:
             with w.lock:
                 w.running_launches -= 1
-        w._after("launch")
+        w._after("launch", change)
         return inst
 
     def terminate(self, instance: Instance) -> None:
         w = self.world
-        w._change("terminate", instance.name)
+        change = w._change("terminate", instance.name)
         with w.lock:
             w.instances.pop(instance.id, None)
-        w._after("terminate")
+        w._after("terminate", change)
 
 
 class FakeLoadBalancer:
@@ -187,7 +189,7 @@ class FakeLoadBalancer:
 
     def _set(self, op: str, instance: Instance, state: str | None) -> None:
         w = self.world
-        w._change(op, instance.name)
+        change = w._change(op, instance.name)
         with w.lock:
             if state is None:
                 w.servers.pop(instance.name, None)
@@ -196,7 +198,7 @@ class FakeLoadBalancer:
                     raise KilnError(f"no server {instance.name} to {op}")
                 w.servers[instance.name] = state
             w._measure()
-        w._after(op)
+        w._after(op, change)
 
     def add(self, instance: Instance) -> None:
         self._set("add", instance, SERVER_MAINT)
@@ -233,10 +235,10 @@ class FakeLoadBalancer:
 
     def set_weight(self, instance: Instance, weight: int) -> None:
         w = self.world
-        w._change("set_weight", instance.name, weight)
+        change = w._change("set_weight", instance.name, weight)
         with w.lock:
             w.weights[instance.name] = weight
-        w._after("set_weight")
+        w._after("set_weight", change)
 
     def stats(self) -> dict[str, ServerStats]:
         w = self.world

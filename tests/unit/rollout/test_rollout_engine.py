@@ -34,7 +34,8 @@ def test_good_version_replaces_every_instance_without_losing_capacity(world, tmp
     assert result["status"] == "succeeded" and result["changed"] is True
     world.assert_converged(4, "web/2")
     assert world.min_ready == 4  # default: surge the whole batch, min healthy 100%
-    assert world.max_alive == 6
+    assert {i["mode"] for b in result["batches"] for i in b["instances"]} == {"surge"}
+    assert world.max_alive <= 6
     assert [b["slots"] for b in result["batches"]] == [[0, 1], [2, 3]]
     for batch in result["batches"]:
         assert batch["outcome"] == "ok" and batch["duration_s"] >= 0
@@ -70,6 +71,7 @@ def test_result_is_written_as_json_under_the_group(world, tmp_path):
 
 
 def test_in_place_keeps_the_minimum_healthy_level(world, tmp_path):
+    world.launch_delay = 0.05  # both of a batch are down at once, while they start
     result = rollout(world, tmp_path, batch_size=2, max_surge=0, min_healthy_percentage=50).run()
     assert result["status"] == "succeeded"
     world.assert_converged(4, "web/2")

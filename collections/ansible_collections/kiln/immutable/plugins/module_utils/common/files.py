@@ -30,14 +30,24 @@ def private_dirs(path: str) -> None:
             os.mkdir(folder, 0o700)
 
 
+def dump_json(doc: Any) -> str:
+    """``doc`` as the JSON kiln's state files hold: compact, keys sorted."""
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True, default=str)
+
+
 def write_json_atomic(path: str, doc: Any) -> None:
-    """Write ``doc`` so a reader (or a re-run after SIGKILL) sees the old file or the new one, never half."""
+    """``write_text_atomic`` of ``doc`` as JSON."""
+    write_text_atomic(path, dump_json(doc))
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write ``text`` so a reader (or a re-run after SIGKILL) sees the old file or the new one, never half."""
     folder = os.path.dirname(path)
     private_dirs(folder)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(doc, handle, separators=(",", ":"), sort_keys=True, default=str)
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

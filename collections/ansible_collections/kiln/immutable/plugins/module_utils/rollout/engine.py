@@ -260,6 +260,8 @@ class Rollout:
                     self.journal.event("interrupted", detail=f"{type(exc).__name__}: {exc}")
             raise
         finally:
+            if self.journal is not None:
+                self.journal.close()  # all of it written before another run may take the group
             self.lock.release()
 
     def _run_locked(self) -> dict[str, Any]:

@@ -130,11 +130,11 @@ class PostgresTx(CatalogTx):
         row = self._one("SELECT doc FROM rollout_journals WHERE grp=?", (group,))
         return json.loads(row[0]) if row else None
 
-    def set_journal(self, group: str, doc: dict[str, Any]) -> None:
+    def set_journal(self, group: str, text: str) -> None:
         self._run(
             "INSERT INTO rollout_journals (grp, doc, updated_at) VALUES (?, ?, "
             f"{_CLOCK}) ON CONFLICT (grp) DO UPDATE SET doc=excluded.doc, updated_at=excluded.updated_at",
-            (group, json.dumps(doc, sort_keys=True)),
+            (group, text),
         )
 
     def loaded(self) -> None:
@@ -169,9 +169,10 @@ class PostgresRollouts:
         with self._mutex, self._store.read() as tx:
             return tx.journal(group)
 
-    def write_journal(self, group: str, doc: dict[str, Any]) -> None:
+    def write_journal(self, group: str, text: str) -> None:
+        """Keep ``text``, the group's roll-out journal as JSON."""
         with self._mutex, self._store.write() as tx:
-            tx.set_journal(group, doc)
+            tx.set_journal(group, text)
 
     def close(self) -> None:
         self._store.close()
