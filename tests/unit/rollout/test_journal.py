@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 from ansible_collections.kiln.immutable.plugins.module_utils.rollout.journal import FileJournal, Journal
 
@@ -80,3 +81,21 @@ def test_a_write_behind_that_fails_is_reported_once(tmp_path):
     journal.close()
     assert [e.errno for e in errors] == [28]
     assert journal.write_error is errors[0]
+
+
+def test_a_step_written_while_holding_the_document_does_not_wait_for_the_writer(tmp_path):
+    path = tmp_path / "journal.json"
+    journal = Journal(str(path), {"status": "running", "events": []})
+    done = threading.Event()
+
+    def step_under_the_lock() -> None:
+        with journal._lock:  # as the engine does to edit the document
+            journal.event("launched", slot=0)
+            time.sleep(0.2)  # the writer has woken and waits for the document
+            journal.event("batch_end", batch=0)  # written at once, whatever the writer does
+        done.set()
+
+    threading.Thread(target=step_under_the_lock, daemon=True).start()
+    assert done.wait(5), "a step under the document's lock waited for the writer"
+    journal.close()
+    assert on_disk(path) == ["launched", "batch_end"]

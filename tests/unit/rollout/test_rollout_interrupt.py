@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -84,14 +85,12 @@ def test_a_checkpoint_delay_ends_early_on_a_stop(tmp_path):
     world = World()
     world.seed(SIZE, V1)
     rollout = fake_rollout(world, tmp_path, V2, batch_size=2, checkpoints=[50], checkpoint_delay=60)
-    world_change = world._change
 
-    def change(name, *args):
-        world_change(name, *args)
-        if name == "terminate" and world.changes >= 6:
-            rollout.stop.set("SIGINT")
+    def on_event(entry: dict) -> None:
+        if entry["event"] == "checkpoint":  # after the first batch: the stop comes during the delay
+            threading.Timer(0.2, rollout.stop.set, args=("SIGINT",)).start()
 
-    world._change = change
+    rollout.on_event = on_event
     started = time.monotonic()
     result = rollout.run()
     assert result["status"] == "interrupted"

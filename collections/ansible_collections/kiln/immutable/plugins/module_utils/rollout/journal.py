@@ -107,7 +107,8 @@ class Journal:
         self.changed = False
         self.write_error: OSError | None = None
         self._lock = threading.RLock()  # the document
-        self._write_lock = threading.Lock()  # the file: one write at a time, each newer than the last
+        self._write_lock = threading.Lock()  # the file: one write at a time, never an older document
+        self._snapshots = self._on_disk = 0
         self._on_event = on_event
         self._on_write_error = on_write_error
         self._keeper = keeper
@@ -123,11 +124,15 @@ class Journal:
         It does not raise: the step under way completes, and ``on_write_error`` lets the roll-out stop
         at its next safe point, from where the next run resumes as after a crash.
         """
+        with self._lock:
+            self._snapshots += 1
+            snapshot, edits = self._snapshots, self._edits
+            self.doc["updated_at"] = _now()
+            text = dump_json(self.doc)
         with self._write_lock:
-            with self._lock:
-                edits = self._edits
-                self.doc["updated_at"] = _now()
-                text = dump_json(self.doc)
+            if snapshot < self._on_disk:
+                return  # a newer document, with all of this one, is written already
+            self._on_disk = snapshot
             try:
                 self._keeper.write(self.path, text)
             except OSError as exc:
