@@ -483,9 +483,15 @@ def down(c, group=None, keep_data=False):
 
 def _rollout_playbook(c, name: str, extra: dict, check: bool) -> None:
     """Run the rollout or rollback playbook, printing each event of the groups while it runs."""
-    groups = [g.group for g in _groups(c, extra.get("kiln_group"))]  # an unknown group stops here
-    if not check and _catalog_call(c, lambda catalog: not catalog.list_versions("lb", limit=1)):
-        _playbook(c, "build", {"kiln_image": "lb"})  # the load balancer's image, once per catalog
+    targets = _groups(c, extra.get("kiln_group"))  # an unknown group stops here
+    groups = [t.group for t in targets]
+    behind_haproxy = any(t.load_balancer == "haproxy" for t in targets)
+    if (
+        behind_haproxy
+        and not check
+        and _catalog_call(c, lambda catalog: not catalog.list_versions("lb", limit=1))
+    ):
+        _playbook(c, "build", {"kiln_image": "lb"})  # HAProxy's image, once per catalog
     state = Path(_env(c)["KILN_STATE_DIR"])
     logs = {f"[{g}] ": str(state / "rollouts" / g / "progress.log") for g in groups}
     _playbook(c, name, extra, check=check, follow=None if check else logs)

@@ -170,6 +170,7 @@ def setup(tmp_path, catalog):
                                     "kiln_group_provider": "docker",
                                     "kiln_group_provider_options": {"port": 8080},
                                     "kiln_group_health": {"type": "tcp", "timeout": 1},
+                                    "kiln_group_load_balancer": "none",  # the test's containers only
                                 }
                             },
                             "vars": {

@@ -93,6 +93,18 @@ def test_pipeline_on_the_aws_inventory(aws_env, tmp_path):
             assert {d["ImageId"] for d in world.instances(ids).values()} == {ami}, group.name
             assert set(world.targets(group)) == set(ids)
         assert f"rollout {groups['prod'].name}" in result.stdout
+        # invoke rollout of a converged group changes nothing, and bakes no HAProxy image either
+        again = subprocess.run(
+            [str(VENV_BIN / "invoke"), "-f", str(config), "rollout", "--channel", "prod"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-2000:]
+        with Catalog(str(state / "catalog.db")) as catalog:
+            assert not catalog.list_versions("lb", limit=1), again.stdout[-2000:]
     finally:
         engine = client()
         with Catalog(str(state / "catalog.db")) as catalog:

@@ -206,7 +206,13 @@ INVENTORY = {
 def test_groups_come_from_the_inventory_kiln_groups():
     [target] = GroupTarget.from_inventory(INVENTORY)
     assert target == GroupTarget(
-        "web-prod", "web", "prod", "docker", {"port": 8080}, {"type": "http", "path": "/healthz"}
+        "web-prod",
+        "web",
+        "prod",
+        "docker",
+        {"port": 8080},
+        {"type": "http", "path": "/healthz"},
+        load_balancer="haproxy",
     )
     broken = {**INVENTORY, "kiln_groups": {"hosts": ["web-prod", "web-staging"]}}
     with pytest.raises(KilnError, match=r"inventory host web-staging \(kiln_group_\*\): missing channel"):
@@ -312,5 +318,18 @@ def test_the_inventory_names_the_groups_load_balancer():
     }
     [target] = GroupTarget.from_inventory(inventory)
     assert target.load_balancer == "haproxy"
+    none = {
+        **inventory,
+        "_meta": {
+            "hostvars": {
+                "web-prod": {
+                    "kiln_group_image": "web",
+                    "kiln_group_channel": "prod",
+                    "kiln_group_load_balancer": "none",
+                }
+            }
+        },
+    }
+    assert GroupTarget.from_inventory(none)[0].load_balancer == "none"
     with pytest.raises(KilnError, match="group 'web-prod': unknown load balancer 'nginx'"):
         detect([GroupTarget("web-prod", "web", "prod", load_balancer="nginx")], catalog=None)

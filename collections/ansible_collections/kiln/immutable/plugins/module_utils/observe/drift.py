@@ -80,7 +80,8 @@ class GroupTarget:
 
         Each host is a group of instances; its ``kiln_group_image``, ``kiln_group_channel``,
         ``kiln_group_provider``, ``kiln_group_provider_options``, ``kiln_group_health`` and
-        ``kiln_group_load_balancer`` are used.
+        ``kiln_group_load_balancer`` are used. A host without ``kiln_group_load_balancer`` is behind
+        HAProxy, as the roll-out playbook puts it (the rolling_replace module's default).
         """
         hosts = (inventory.get(group_name) or {}).get("hosts") or []
         hostvars = (inventory.get("_meta") or {}).get("hostvars") or {}
@@ -95,7 +96,7 @@ class GroupTarget:
                 "provider_options": hv.get("kiln_group_provider_options"),
                 "health": hv.get("kiln_group_health"),
                 "aws": hv.get("kiln_group_aws"),
-                "load_balancer": hv.get("kiln_group_load_balancer"),
+                "load_balancer": hv.get("kiln_group_load_balancer", LOAD_BALANCERS[0]),
                 "load_balancer_options": hv.get("kiln_group_load_balancer_options"),
             }
             out.append(cls.from_dict(data, where=f"inventory host {host} (kiln_group_*)"))
