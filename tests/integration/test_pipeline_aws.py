@@ -61,22 +61,18 @@ def test_pipeline_on_the_aws_inventory(aws_env, tmp_path):
         "NO_COLOR": "1",
         "KILN_AWS_PROBE_ADDRESS": "none",  # nothing boots on the local API: AWS's own checks decide
     }
+
+    def invoke(*args: str, timeout: float) -> subprocess.CompletedProcess:
+        cmd = [str(VENV_BIN / "invoke"), "-f", str(config), *args]
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
     try:
-        result = subprocess.run(
-            [
-                str(VENV_BIN / "invoke"),
-                "-f",
-                str(config),
-                "pipeline",
-                "--var",
-                f"repository={repository}",
-                "--var",
-                f"aws_source_ami={SOURCE_AMI}",
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
+        result = invoke(
+            "pipeline",
+            "--var",
+            f"repository={repository}",
+            "--var",
+            f"aws_source_ami={SOURCE_AMI}",
             timeout=1500,
         )
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
@@ -94,14 +90,7 @@ def test_pipeline_on_the_aws_inventory(aws_env, tmp_path):
             assert set(world.targets(group)) == set(ids)
         assert f"rollout {groups['prod'].name}" in result.stdout
         # invoke rollout of a converged group changes nothing, and bakes no HAProxy image either
-        again = subprocess.run(
-            [str(VENV_BIN / "invoke"), "-f", str(config), "rollout", "--channel", "prod"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        again = invoke("rollout", "--channel", "prod", timeout=600)
         assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-2000:]
         with Catalog(str(state / "catalog.db")) as catalog:
             assert not catalog.list_versions("lb", limit=1), again.stdout[-2000:]
