@@ -485,10 +485,9 @@ def _rollout_playbook(c, name: str, extra: dict, check: bool) -> None:
     """Run the rollout or rollback playbook, printing each event of the groups while it runs."""
     targets = _groups(c, extra.get("kiln_group"))  # an unknown group stops here
     groups = [t.group for t in targets]
-    behind_haproxy = any(t.load_balancer == "haproxy" for t in targets)
     if (
-        behind_haproxy
-        and not check
+        not check
+        and any(t.load_balancer == "haproxy" for t in targets)
         and _catalog_call(c, lambda catalog: not catalog.list_versions("lb", limit=1))
     ):
         _playbook(c, "build", {"kiln_image": "lb"})  # HAProxy's image, once per catalog

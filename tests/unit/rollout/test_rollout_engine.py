@@ -14,7 +14,7 @@ from ansible_collections.kiln.immutable.plugins.module_utils.rollout.lock import
     RolloutLocked,
     machine_lock_path,
 )
-from rollout_fakes import V1, VERSIONS, World
+from rollout_fakes import V1, VERSIONS, World, fake_prober
 from rollout_fakes import fake_rollout as rollout
 
 
@@ -30,12 +30,14 @@ def world() -> World:
 
 
 def test_good_version_replaces_every_instance_without_losing_capacity(world, tmp_path):
-    result = rollout(world, tmp_path, batch_size=2).run()
+    engine = rollout(world, tmp_path, batch_size=2)
+    engine.prober = fake_prober(world, interval=0.1, healthy_threshold=2)  # a batch's new ones meet
+    result = engine.run()
     assert result["status"] == "succeeded" and result["changed"] is True
     world.assert_converged(4, "web/2")
     assert world.min_ready == 4  # default: surge the whole batch, min healthy 100%
     assert {i["mode"] for b in result["batches"] for i in b["instances"]} == {"surge"}
-    assert world.max_alive <= 6
+    assert world.max_alive == 6
     assert [b["slots"] for b in result["batches"]] == [[0, 1], [2, 3]]
     for batch in result["batches"]:
         assert batch["outcome"] == "ok" and batch["duration_s"] >= 0
@@ -131,7 +133,7 @@ def test_batches_wait_for_each_other_around_a_checkpoint(world, tmp_path):
 
 def test_no_slot_starts_once_more_slots_failed_than_tolerated(world, tmp_path):
     world.bad_slots.add(("web/2", 1))
-    world.slot_delays.update({1: 0.2, 2: 0.2})  # slot 1 fails while slot 2, started after slot 0, runs
+    world.slot_delays.update({1: 0.2, 2: 0.4})  # slot 1 fails while slot 2, started after slot 0, runs
     result = rollout(world, tmp_path, batch_size=2).run()
     assert result["status"] == "rolled_back" and result["failed_slots"] == [1]
     launched = {c[1] for c in world.calls if c[0] == "launch" and c[2] == "web/2"}

@@ -108,11 +108,10 @@ class Journal:
         self.write_error: OSError | None = None
         self._lock = threading.RLock()  # the document
         self._write_lock = threading.Lock()  # the file: one write at a time, never an older document
-        self._snapshots = self._on_disk = 0
+        self._version = self._written = 0  # the document's, counted at each event and save; the file's
         self._on_event = on_event
         self._on_write_error = on_write_error
         self._keeper = keeper
-        self._edits = self._written = 0
         self._behind = threading.Condition()
         self._closed = False
         self._writer = threading.Thread(target=self._write_behind, name="kiln-journal", daemon=True)
@@ -125,14 +124,14 @@ class Journal:
         at its next safe point, from where the next run resumes as after a crash.
         """
         with self._lock:
-            self._snapshots += 1
-            snapshot, edits = self._snapshots, self._edits
+            self._version += 1
+            version = self._version
             self.doc["updated_at"] = _now()
             text = dump_json(self.doc)
         with self._write_lock:
-            if snapshot < self._on_disk:
+            if version < self._written:
                 return  # a newer document, with all of this one, is written already
-            self._on_disk = snapshot
+            self._written = version
             try:
                 self._keeper.write(self.path, text)
             except OSError as exc:
@@ -140,7 +139,6 @@ class Journal:
                 self.write_error = exc
                 if first and self._on_write_error:
                     self._on_write_error(exc)
-            self._written = max(self._written, edits)
 
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
         with self._lock:
@@ -149,7 +147,7 @@ class Journal:
             self.doc.setdefault("events", []).append(entry)
             if kind in _CHANGES:
                 self.changed = True
-            self._edits += 1
+            self._version += 1
         if kind in _OBSERVABLE:
             with self._behind:
                 self._behind.notify()
@@ -162,7 +160,7 @@ class Journal:
     def _write_behind(self) -> None:
         while True:
             with self._behind:
-                while self._written >= self._edits and not self._closed:
+                while self._written >= self._version and not self._closed:
                     self._behind.wait()
                 if self._closed:
                     return
@@ -174,5 +172,5 @@ class Journal:
             self._closed = True
             self._behind.notify()
         self._writer.join()
-        if self._written < self._edits:
+        if self._written < self._version:
             self.save()
